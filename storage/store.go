@@ -1,0 +1,278 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/google/uuid"
+)
+
+// DefaultTopicPrefix is the prefix of every topic when none is configured.
+const DefaultTopicPrefix = "org.fedoraproject.dev"
+
+// MessageSchema is the fedora_messaging_schema header of outgoing job-state messages.
+const MessageSchema = "execdb.job.v1"
+
+// Fedora-messaging severities.
+const (
+	SeverityInfo    = 20
+	SeverityWarning = 30
+)
+
+// Config configures a Store. The zero value is usable.
+type Config struct {
+	// TopicPrefix is put before every outgoing topic; empty means DefaultTopicPrefix.
+	TopicPrefix string
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Store applies creates and events to jobs through the state machine, atomically with their
+// history and outgoing messages. It is safe for concurrent use.
+type Store struct {
+	backend Backend
+	prefix  string
+	now     func() time.Time
+}
+
+// New returns a Store over backend.
+func New(backend Backend, cfg Config) *Store {
+	s := &Store{backend: backend, prefix: cfg.TopicPrefix, now: cfg.Now}
+	if s.prefix == "" {
+		s.prefix = DefaultTopicPrefix
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s
+}
+
+// Backend returns the backend the store writes to, for reads.
+func (s *Store) Backend() Backend { return s.backend }
+
+// Result is the outcome of Create or Apply.
+type Result struct {
+	Job       statemachine.Job
+	Verdict   statemachine.Verdict
+	StateFrom statemachine.State // empty for a create
+	Created   bool               // a create made a new job (false: the request id was known)
+}
+
+// Create makes a SCHEDULED job, or returns the job an earlier create with the same request id
+// made (Created false, verdict duplicate). A new job without a uuid gets a UUIDv7. An empty
+// request id defaults to the job's uuid, so repeating a create that names its uuid is safe too.
+// A uuid that is taken by a job with another request id is ErrConflict.
+func (s *Store) Create(ctx context.Context, n statemachine.NewJob, meta statemachine.Meta) (Result, error) {
+	meta = s.stamp(meta)
+	if n.UUID == uuid.Nil {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return Result{}, fmt.Errorf("issue uuid: %w", err)
+		}
+		n.UUID = id
+	}
+	if n.RequestID == "" {
+		n.RequestID = n.UUID.String()
+	}
+	var res Result
+	err := s.backend.InTx(ctx, func(tx Tx) error {
+		existing, err := tx.JobByRequestID(ctx, n.RequestID)
+		if err == nil {
+			res = Result{Job: existing, Verdict: statemachine.Duplicate, StateFrom: existing.State}
+			return tx.AppendHistory(ctx, s.history(existing.UUID, statemachine.EventCreate, res, meta, createDetail(n)))
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		job, msg := statemachine.Create(n, meta.ReceivedAt)
+		if err := tx.InsertJob(ctx, job); err != nil {
+			return err
+		}
+		res = Result{Job: job, Verdict: statemachine.Applied, Created: true}
+		if err := tx.AppendHistory(ctx, s.history(job.UUID, statemachine.EventCreate, res, meta, createDetail(n))); err != nil {
+			return err
+		}
+		return s.queue(ctx, tx, msg, meta.ReceivedAt)
+	})
+	if errors.Is(err, ErrConflict) {
+		// Either a concurrent create with the same request id won the race, or the uuid is
+		// taken. The first is a repeat; the second is a real conflict.
+		if existing, gerr := s.jobByRequestID(ctx, n.RequestID); gerr == nil {
+			return Result{Job: existing, Verdict: statemachine.Duplicate, StateFrom: existing.State}, nil
+		}
+		return Result{}, fmt.Errorf("create job %s: uuid already used by another request: %w", n.UUID, ErrConflict)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("create job %s: %w", n.UUID, err)
+	}
+	return res, nil
+}
+
+func (s *Store) jobByRequestID(ctx context.Context, requestID string) (statemachine.Job, error) {
+	var job statemachine.Job
+	err := s.backend.InTx(ctx, func(tx Tx) error {
+		var err error
+		job, err = tx.JobByRequestID(ctx, requestID)
+		return err
+	})
+	return job, err
+}
+
+// Apply runs a start or end event against the job with the given uuid: the state machine
+// decides, and the new job, the history entry and the outgoing message commit together. An
+// unknown job is ErrNotFound.
+func (s *Store) Apply(ctx context.Context, id uuid.UUID, ev statemachine.Event) (Result, error) {
+	ev.Meta = s.stamp(ev.Meta)
+	ev = truncateTimes(ev)
+	var res Result
+	err := s.backend.InTx(ctx, func(tx Tx) error {
+		job, err := tx.LockJob(ctx, id)
+		if err != nil {
+			return err
+		}
+		d := statemachine.Apply(job, ev)
+		res = Result{Job: d.Job, Verdict: d.Verdict, StateFrom: job.State}
+		if d.Changed {
+			if err := tx.UpdateJob(ctx, d.Job); err != nil {
+				return err
+			}
+		}
+		var payload any = ev.End
+		if ev.Start != nil {
+			payload = ev.Start
+		}
+		if err := tx.AppendHistory(ctx, s.history(id, ev.Kind(), res, ev.Meta, payload)); err != nil {
+			return err
+		}
+		if d.Message != nil {
+			return s.queue(ctx, tx, *d.Message, ev.ReceivedAt)
+		}
+		return nil
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("apply %s to job %s: %w", ev.Kind(), id, err)
+	}
+	return res, nil
+}
+
+// Job returns the job with the given uuid or ErrNotFound.
+func (s *Store) Job(ctx context.Context, id uuid.UUID) (statemachine.Job, error) {
+	return s.backend.Job(ctx, id)
+}
+
+// History returns the job's history, oldest first; ErrNotFound for an unknown job.
+func (s *Store) History(ctx context.Context, id uuid.UUID) ([]HistoryEntry, error) {
+	if _, err := s.backend.Job(ctx, id); err != nil {
+		return nil, err
+	}
+	return s.backend.History(ctx, id)
+}
+
+// stamp fills the receive time and truncates times to what every backend stores (microseconds).
+func (s *Store) stamp(m statemachine.Meta) statemachine.Meta {
+	if m.ReceivedAt.IsZero() {
+		m.ReceivedAt = s.now()
+	}
+	m.ReceivedAt = m.ReceivedAt.UTC().Truncate(time.Microsecond)
+	return m
+}
+
+// truncateTimes rounds the times an event carries to microseconds, what every backend stores,
+// so that the job Apply returns equals the job read back later.
+func truncateTimes(ev statemachine.Event) statemachine.Event {
+	trunc := func(t *time.Time) *time.Time {
+		if t == nil {
+			return nil
+		}
+		u := t.UTC().Truncate(time.Microsecond)
+		return &u
+	}
+	if ev.Start != nil {
+		s := *ev.Start
+		s.StartedAt = trunc(s.StartedAt)
+		ev.Start = &s
+	}
+	if ev.End != nil {
+		e := *ev.End
+		e.FinishedAt = trunc(e.FinishedAt)
+		ev.End = &e
+	}
+	return ev
+}
+
+// createDetail is what a create's history entry records of the request.
+func createDetail(n statemachine.NewJob) map[string]any {
+	d := map[string]any{
+		"taskname": n.TaskName, "item": n.Item, "item_type": n.ItemType, "arch": n.Arch,
+		"request_id": n.RequestID, "attempt": n.Attempt,
+	}
+	if n.Data != nil {
+		d["data"] = n.Data
+	}
+	if n.Source != nil {
+		d["source"] = n.Source
+	}
+	if n.RescheduledFrom != nil {
+		d["rescheduled_from"] = n.RescheduledFrom
+	}
+	return d
+}
+
+func (s *Store) history(id uuid.UUID, kind statemachine.EventKind, r Result, meta statemachine.Meta, payload any) HistoryEntry {
+	detail, err := json.Marshal(payload)
+	if err != nil {
+		detail = nil
+	}
+	return HistoryEntry{
+		JobUUID: id, Kind: kind, Verdict: r.Verdict, Origin: meta.Origin, MessageID: meta.MessageID,
+		Actor: meta.Actor, StateFrom: r.StateFrom, StateTo: r.Job.State, Detail: detail,
+		RecordedAt: meta.ReceivedAt,
+	}
+}
+
+func (s *Store) queue(ctx context.Context, tx Tx, m statemachine.Message, at time.Time) error {
+	out, err := s.outboxMessage(m, at)
+	if err != nil {
+		return err
+	}
+	return tx.AppendOutbox(ctx, out)
+}
+
+// outboxMessage renders a job-state message: the body is the job plus previous_state.
+func (s *Store) outboxMessage(m statemachine.Message, at time.Time) (OutboxMessage, error) {
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return OutboxMessage{}, fmt.Errorf("message id: %w", err)
+	}
+	job, err := json.Marshal(m.Job)
+	if err != nil {
+		return OutboxMessage{}, fmt.Errorf("encode job: %w", err)
+	}
+	prev, _ := json.Marshal(m.PreviousState)
+	body := make([]byte, 0, len(job)+32)
+	body = append(body, job[:len(job)-1]...)
+	body = append(body, `,"previous_state":`...)
+	body = append(body, prev...)
+	body = append(body, '}')
+	severity := SeverityInfo
+	headers := map[string]string{
+		"fedora_messaging_schema": MessageSchema,
+		"execdb_state":            string(m.Job.State),
+	}
+	if c := m.Job.Crash; m.Job.State == statemachine.Crashed && c != nil {
+		severity = SeverityWarning
+		headers["execdb_notify"] = string(c.Notify)
+		headers["execdb_cause"] = string(c.Cause)
+		headers["execdb_fatal"] = strconv.FormatBool(c.Fatal)
+	}
+	headers["fedora_messaging_severity"] = strconv.Itoa(severity)
+	return OutboxMessage{
+		MessageID: id, JobUUID: m.Job.UUID, Topic: s.prefix + "." + m.TopicSuffix,
+		Body: body, Headers: headers, CreatedAt: at,
+	}, nil
+}
