@@ -1,0 +1,146 @@
+// Package api is ExecDB's HTTP API (CONTRACT section 6): JSON under /api/v1, plus /healthz,
+// /readyz and /metrics.
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/fedora-qa/execdb/internal/metrics"
+	"github.com/fedora-qa/execdb/storage"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// MaxBodyBytes is the largest request body accepted (413 above it).
+const MaxBodyBytes = 1 << 20
+
+// Check reports whether one dependency (the database, a bus connection) is ready.
+type Check func(ctx context.Context) error
+
+// Config configures the API. The zero value serves with no tokens (writes from loopback only),
+// a no-op logger and a private metrics registry.
+type Config struct {
+	// Tokens maps each accepted bearer token to its name, recorded with every write. Empty
+	// means writes are accepted from loopback addresses only.
+	Tokens map[string]string
+	// Logger receives one line per write and every internal error.
+	Logger *zap.Logger
+	// Registry is where metrics are registered and what /metrics serves.
+	Registry *prometheus.Registry
+	// Jobs counts transitions; nil makes one on Registry.
+	Jobs *metrics.Jobs
+	// Checks are what /readyz asks besides the database, by name (e.g. "amqp").
+	Checks map[string]Check
+}
+
+// API serves the HTTP API over a store.
+type API struct {
+	store    *storage.Store
+	auth     *authenticator
+	log      *zap.Logger
+	registry *prometheus.Registry
+	jobs     *metrics.Jobs
+	checks   map[string]Check
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New returns the API over store.
+func New(store *storage.Store, cfg Config) *API {
+	a := &API{store: store, auth: newAuthenticator(cfg.Tokens), log: cfg.Logger, registry: cfg.Registry, jobs: cfg.Jobs, checks: cfg.Checks}
+	if a.log == nil {
+		a.log = zap.NewNop()
+	}
+	if a.registry == nil {
+		a.registry = prometheus.NewRegistry()
+	}
+	if a.jobs == nil {
+		a.jobs = metrics.NewJobs(a.registry)
+	}
+	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "execdb_http_requests_total",
+		Help: "HTTP requests, by route, method and status code.",
+	}, []string{"route", "method", "code"})
+	a.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "execdb_http_request_duration_seconds",
+		Help:    "HTTP request latency, by route and method.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
+	}, []string{"route", "method"})
+	a.registry.MustRegister(a.requests, a.latency)
+	return a
+}
+
+// Handler returns the HTTP handler with every route.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/jobs", a.write(a.createJob))
+	mux.HandleFunc("GET /api/v1/jobs/{uuid}", a.getJob)
+	mux.HandleFunc("POST /api/v1/jobs/{uuid}/start", a.write(a.startJob))
+	mux.HandleFunc("POST /api/v1/jobs/{uuid}/finish", a.write(a.finishJob))
+	mux.HandleFunc("GET /api/v1/jobs/{uuid}/events", a.jobEvents)
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &httpError{status: http.StatusNotFound, message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	return a.instrument(mux)
+}
+
+// instrument counts and times every request by its route pattern.
+func (a *API) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		route := r.Pattern
+		if route == "" || route == "/" {
+			route = "other"
+		}
+		a.requests.WithLabelValues(route, r.Method, http.StatusText(rec.status)).Inc()
+		a.latency.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz answers 200 when the database and every configured bus answer, 503 otherwise, with
+// each check's result.
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	results := map[string]string{}
+	status := http.StatusOK
+	check := func(name string, c Check) {
+		if err := c(ctx); err != nil {
+			results[name] = err.Error()
+			status = http.StatusServiceUnavailable
+			return
+		}
+		results[name] = "ok"
+	}
+	check("database", a.store.Backend().Ping)
+	for name, c := range a.checks {
+		check(name, c)
+	}
+	overall := "ok"
+	if status != http.StatusOK {
+		overall = "unavailable"
+	}
+	writeJSON(w, status, map[string]any{"status": overall, "checks": results})
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/fedora-qa/execdb/api"
+	"github.com/fedora-qa/execdb/storage"
+	"github.com/fedora-qa/execdb/storage/postgres"
+	"github.com/fedora-qa/execdb/storage/sqlite"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+const serveSynopsis = `Run ExecDB: the HTTP API, the bus consumers, the publisher and the watchdog in one
+process. The database is migrated at start. SIGINT or SIGTERM shut it down gracefully.`
+
+func cmdServe(ctx context.Context, args []string, e env) int {
+	cfg, err := parseServeConfig("serve", serveSynopsis, args, e)
+	if err != nil {
+		return exitCodeFor(err)
+	}
+	log, err := newLogger(cfg.LogFormat)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "execdb serve: %v\n", err)
+		return exitRefused
+	}
+	defer log.Sync() //nolint:errcheck
+	if err := serve(ctx, cfg, log, nil); err != nil {
+		log.Error("execdb stopped", zap.Error(err))
+		return exitRefused
+	}
+	return exitOK
+}
+
+const migrateSynopsis = `Apply the database schema migrations and exit. serve also applies them at start; run this
+to migrate ahead of a rollout. Several processes may migrate at once.`
+
+func cmdMigrate(ctx context.Context, args []string, e env) int {
+	cfg, err := parseServeConfig("migrate", migrateSynopsis, args, e, "db")
+	if err != nil {
+		return exitCodeFor(err)
+	}
+	backend, err := openBackend(ctx, cfg.DB)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "execdb migrate: %v\n", err)
+		return exitRefused
+	}
+	defer backend.Close()
+	fmt.Fprintf(e.stdout, "database %s is migrated\n", redact(cfg.DB))
+	return exitOK
+}
+
+func exitCodeFor(err error) int {
+	if errors.Is(err, errHelp) {
+		return exitOK
+	}
+	return exitUsage
+}
+
+// migratingBackend is a backend that can apply its migrations.
+type migratingBackend interface {
+	storage.Backend
+	Migrate(ctx context.Context) error
+}
+
+// openBackend opens and migrates the database a EXECDB_DB value names.
+func openBackend(ctx context.Context, dsn string) (storage.Backend, error) {
+	var b migratingBackend
+	var err error
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		b, err = postgres.Open(ctx, dsn)
+	case strings.HasPrefix(dsn, "sqlite:"):
+		path := strings.TrimPrefix(dsn, "sqlite:")
+		if path == "" {
+			return nil, errors.New("EXECDB_DB: sqlite: needs a path, e.g. sqlite:execdb.db")
+		}
+		b, err = sqlite.Open(ctx, path)
+	default:
+		return nil, fmt.Errorf("EXECDB_DB: want postgres://… or sqlite:PATH, got %q", redact(dsn))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Migrate(ctx); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("migrate %s: %w", redact(dsn), err)
+	}
+	return b, nil
+}
+
+// redact hides a password in a database URL for logs.
+func redact(dsn string) string {
+	if i := strings.Index(dsn, "://"); i >= 0 {
+		rest := dsn[i+3:]
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
+				return dsn[:i+3] + rest[:colon] + ":***" + rest[at:]
+			}
+		}
+	}
+	return dsn
+}
+
+func newLogger(format string) (*zap.Logger, error) {
+	cfg := zap.NewProductionConfig()
+	if format == "console" {
+		cfg = zap.NewDevelopmentConfig()
+		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+	}
+	cfg.EncoderConfig.TimeKey = "ts"
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	cfg.DisableStacktrace = true
+	return cfg.Build()
+}
+
+// serve runs the service until ctx is done. listening, when not nil, is told the HTTP address
+// once the server accepts connections (tests listen on port 0).
+func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func(addr string)) error {
+	backend, err := openBackend(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer backend.Close() // closed last, after everything that uses it stopped
+	log.Info("database ready", zap.String("db", redact(cfg.DB)))
+
+	tokens := map[string]string{}
+	if cfg.TokensFile != "" {
+		f, err := os.Open(cfg.TokensFile)
+		if err != nil {
+			return fmt.Errorf("EXECDB_TOKENS_FILE: %w", err)
+		}
+		tokens, err = api.ParseTokens(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("EXECDB_TOKENS_FILE %s: %w", cfg.TokensFile, err)
+		}
+		log.Info("write tokens loaded", zap.Int("tokens", len(tokens)))
+	} else {
+		log.Warn("no tokens configured (EXECDB_TOKENS_FILE): writes are accepted from loopback addresses only, without authentication")
+	}
+	for _, unsupported := range []struct{ name, value string }{
+		{"EXECDB_AMQP_URL", cfg.AMQPURL}, {"EXECDB_FEDMSG_CONNECT", cfg.FedmsgConnect}, {"EXECDB_FEDMSG_BIND", cfg.FedmsgBind},
+	} {
+		if unsupported.value != "" {
+			log.Warn("bus transports are not part of this version yet; the setting is ignored", zap.String("setting", unsupported.name))
+		}
+	}
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	store := storage.New(backend, storage.Config{TopicPrefix: cfg.TopicPrefix})
+	handler := api.New(store, api.Config{Tokens: tokens, Logger: log, Registry: registry}).Handler()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("EXECDB_LISTEN: %w", err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("listening", zap.String("addr", ln.Addr().String()))
+	if listening != nil {
+		listening(ln.Addr().String())
+	}
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http server: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
