@@ -294,7 +294,9 @@ func DecodeKeyVals(raw json.RawMessage, field string) (statemachine.KeyVals, err
 			}
 			values = []string{s}
 		}
-		kv[key] = values
+		if len(values) > 0 { // a key without values stores nothing
+			kv[key] = values
+		}
 	}
 	return kv, nil
 }

@@ -288,8 +288,13 @@ func interpretError(err error) error {
 		return storage.ErrNotFound
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
-		return fmt.Errorf("%s: %w", pgErr.ConstraintName, storage.ErrConflict)
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "23505": // unique_violation
+			return fmt.Errorf("%s: %w", pgErr.ConstraintName, storage.ErrConflict)
+		case "23503": // foreign_key_violation: the job referred to does not exist
+			return fmt.Errorf("%s: %w", pgErr.ConstraintName, storage.ErrNotFound)
+		}
 	}
 	return err
 }

@@ -1,0 +1,142 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/fedora-qa/execdb/storage"
+	"github.com/google/uuid"
+)
+
+// tx is the storage.Tx of one write transaction. The transaction began IMMEDIATE on the only
+// writer connection, so it holds the database's write lock: what it reads no other writer can
+// change before it ends.
+type tx struct {
+	tx *sql.Tx
+}
+
+var _ storage.Tx = (*tx)(nil)
+
+// LockJob returns the job; the write lock the transaction holds keeps other writers waiting.
+func (t *tx) LockJob(ctx context.Context, id uuid.UUID) (statemachine.Job, error) {
+	job, err := readJob(ctx, t.tx, `uuid = ?`, id.String())
+	if err != nil {
+		return statemachine.Job{}, fmt.Errorf("lock job %s: %w", id, interpretError(err))
+	}
+	return job, nil
+}
+
+// JobByRequestID returns the job created by the request id or storage.ErrNotFound.
+func (t *tx) JobByRequestID(ctx context.Context, requestID string) (statemachine.Job, error) {
+	job, err := readJob(ctx, t.tx, `request_id = ?`, requestID)
+	if err != nil {
+		return statemachine.Job{}, fmt.Errorf("job with request id %q: %w", requestID, interpretError(err))
+	}
+	return job, nil
+}
+
+// InsertJob stores a new job with its data rows (and its crash keyvals, should it be created
+// crashed); storage.ErrConflict if its uuid or request id is taken.
+func (t *tx) InsertJob(ctx context.Context, job statemachine.Job) error {
+	values, err := jobValues(job)
+	if err != nil {
+		return fmt.Errorf("insert job %s: %w", job.UUID, err)
+	}
+	_, err = t.tx.ExecContext(ctx, `INSERT INTO jobs (`+jobColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, values...)
+	if err != nil {
+		return fmt.Errorf("insert job %s: %w", job.UUID, interpretError(err))
+	}
+	if err := insertKeyVals(ctx, t.tx, "job_data", job.UUID, job.Data); err != nil {
+		return fmt.Errorf("insert data of job %s: %w", job.UUID, interpretError(err))
+	}
+	if job.Crash != nil {
+		if err := insertKeyVals(ctx, t.tx, "crash_keyvals", job.UUID, job.Crash.KeyVals); err != nil {
+			return fmt.Errorf("insert crash keyvals of job %s: %w", job.UUID, interpretError(err))
+		}
+	}
+	return nil
+}
+
+// UpdateJob writes back every column that changes in a job's life (state, runner, urls, crash,
+// attempt, lineage, times) and replaces its crash keyvals. The trigger's fields and data do not
+// change and are left alone. storage.ErrNotFound if the job does not exist.
+func (t *tx) UpdateJob(ctx context.Context, job statemachine.Job) error {
+	var runner any
+	if job.Runner != nil {
+		b, err := json.Marshal(job.Runner)
+		if err != nil {
+			return fmt.Errorf("update job %s: encode runner: %w", job.UUID, err)
+		}
+		runner = string(b)
+	}
+	var notify, cause, fatal any
+	if job.Crash != nil {
+		notify, cause, fatal = string(job.Crash.Notify), string(job.Crash.Cause), job.Crash.Fatal
+	}
+	res, err := t.tx.ExecContext(ctx, `UPDATE jobs SET
+		state = ?, runner = ?, artifacts_url = ?, log_url = ?,
+		crash_notify = ?, crash_cause = ?, crash_fatal = ?, attempt = ?,
+		rescheduled_from = ?, rescheduled_to = ?, started_at = ?, finished_at = ?, updated_at = ?
+		WHERE uuid = ?`,
+		string(job.State), runner, nullString(job.ArtifactsURL), nullString(job.LogURL),
+		notify, cause, fatal, job.Attempt,
+		nullUUID(job.RescheduledFrom), nullUUID(job.RescheduledTo), nullTime(job.StartedAt),
+		nullTime(job.FinishedAt), formatTime(job.UpdatedAt),
+		job.UUID.String())
+	if err != nil {
+		return fmt.Errorf("update job %s: %w", job.UUID, interpretError(err))
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("update job %s: %w", job.UUID, err)
+	} else if n == 0 {
+		return fmt.Errorf("update job %s: %w", job.UUID, storage.ErrNotFound)
+	}
+	if _, err := t.tx.ExecContext(ctx, `DELETE FROM crash_keyvals WHERE job_uuid = ?`, job.UUID.String()); err != nil {
+		return fmt.Errorf("update crash keyvals of job %s: %w", job.UUID, interpretError(err))
+	}
+	if job.Crash != nil {
+		if err := insertKeyVals(ctx, t.tx, "crash_keyvals", job.UUID, job.Crash.KeyVals); err != nil {
+			return fmt.Errorf("update crash keyvals of job %s: %w", job.UUID, interpretError(err))
+		}
+	}
+	return nil
+}
+
+// AppendHistory adds an entry to a job's history; its ID is assigned by the database.
+// storage.ErrNotFound if the job does not exist.
+func (t *tx) AppendHistory(ctx context.Context, e storage.HistoryEntry) error {
+	var detail any
+	if e.Detail != nil {
+		detail = string(e.Detail)
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO job_events
+		(job_uuid, kind, verdict, origin, message_id, actor, state_from, state_to, detail, recorded_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.JobUUID.String(), string(e.Kind), string(e.Verdict), string(e.Origin), e.MessageID,
+		e.Actor, string(e.StateFrom), string(e.StateTo), detail, formatTime(e.RecordedAt))
+	if err != nil {
+		return fmt.Errorf("append history of job %s: %w", e.JobUUID, interpretError(err))
+	}
+	return nil
+}
+
+// AppendOutbox queues a message for publishing; its ID is assigned by the database.
+// storage.ErrConflict if its message id is taken.
+func (t *tx) AppendOutbox(ctx context.Context, m storage.OutboxMessage) error {
+	headers, err := json.Marshal(m.Headers)
+	if err != nil {
+		return fmt.Errorf("append outbox message %s: encode headers: %w", m.MessageID, err)
+	}
+	_, err = t.tx.ExecContext(ctx, `INSERT INTO outbox
+		(message_id, job_uuid, topic, body, headers, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		m.MessageID.String(), m.JobUUID.String(), m.Topic, string(m.Body), string(headers),
+		formatTime(m.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("append outbox message %s: %w", m.MessageID, interpretError(err))
+	}
+	return nil
+}
