@@ -65,6 +65,9 @@ type Backend interface {
 	Ping(ctx context.Context) error
 	// Close releases the backend's connections.
 	Close() error
+
+	Searcher // search.go
+	Bus      // bus.go
 }
 
 // Tx is the work one transaction can do. A Tx is used by one goroutine.
@@ -82,4 +85,6 @@ type Tx interface {
 	AppendHistory(ctx context.Context, e HistoryEntry) error
 	// AppendOutbox queues a message for publishing.
 	AppendOutbox(ctx context.Context, m OutboxMessage) error
+
+	BusTx // bus.go
 }

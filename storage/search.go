@@ -1,0 +1,4 @@
+package storage
+
+// Searcher finds jobs and computes statistics over them.
+type Searcher interface{}
