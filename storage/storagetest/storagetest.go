@@ -22,28 +22,35 @@ import (
 // the test.
 type Open func(t *testing.T) storage.Backend
 
+// test is one conformance test.
+type test struct {
+	name string
+	fn   func(t *testing.T, open Open)
+}
+
 // Run runs the whole suite against the backends open makes.
 func Run(t *testing.T, open Open) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, open Open)
-	}{
-		{"CreateIssuesUUIDv7AndDefaults", testCreateDefaults},
-		{"CreateHonoursClientUUID", testCreateClientUUID},
-		{"CreateIsIdempotentOnRequestID", testCreateIdempotent},
-		{"CreateRejectsTakenUUID", testCreateTakenUUID},
-		{"KeyValuesRoundTrip", testKeyValuesRoundTrip},
-		{"Transitions", testTransitions},
-		{"LateStartFillsWhatOnlyTheStartKnows", testLateStart},
-		{"HistoryRecordsEveryEvent", testHistory},
-		{"OutboxHoldsMessagesInCommitOrder", testOutbox},
-		{"ApplyToUnknownJob", testUnknownJob},
-		{"ConcurrentWritersOnOneJob", testConcurrentWriters},
-		{"ConcurrentCreatesWithOneRequestID", testConcurrentCreates},
+	for _, group := range [][]test{coreTests, searchTests, busTests} {
+		for _, tc := range group {
+			t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
+		}
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
-	}
+}
+
+// coreTests cover creating jobs, transitions, history and the outbox.
+var coreTests = []test{
+	{"CreateIssuesUUIDv7AndDefaults", testCreateDefaults},
+	{"CreateHonoursClientUUID", testCreateClientUUID},
+	{"CreateIsIdempotentOnRequestID", testCreateIdempotent},
+	{"CreateRejectsTakenUUID", testCreateTakenUUID},
+	{"KeyValuesRoundTrip", testKeyValuesRoundTrip},
+	{"Transitions", testTransitions},
+	{"LateStartFillsWhatOnlyTheStartKnows", testLateStart},
+	{"HistoryRecordsEveryEvent", testHistory},
+	{"OutboxHoldsMessagesInCommitOrder", testOutbox},
+	{"ApplyToUnknownJob", testUnknownJob},
+	{"ConcurrentWritersOnOneJob", testConcurrentWriters},
+	{"ConcurrentCreatesWithOneRequestID", testConcurrentCreates},
 }
 
 var t0 = time.Date(2026, 11, 2, 10, 0, 0, 123456000, time.UTC)

@@ -1,0 +1,4 @@
+package storagetest
+
+// searchTests cover search and statistics.
+var searchTests = []test{}
