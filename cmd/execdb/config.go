@@ -32,7 +32,7 @@ type serveConfig struct {
 // setting describes one flag of serve or migrate.
 type setting struct {
 	flag, env, def, help string
-	set              func(c *serveConfig, v string) error
+	set                  func(c *serveConfig, v string) error
 }
 
 func stringSetting(flagName, env, def, help string, field func(*serveConfig) *string) setting {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/api"
+	"github.com/fedora-qa/execdb/internal/metrics"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/storage/postgres"
 	"github.com/fedora-qa/execdb/storage/sqlite"
@@ -148,18 +149,18 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	} else {
 		log.Warn("no tokens configured (EXECDB_TOKENS_FILE): writes are accepted from loopback addresses only, without authentication")
 	}
-	for _, unsupported := range []struct{ name, value string }{
-		{"EXECDB_AMQP_URL", cfg.AMQPURL}, {"EXECDB_FEDMSG_CONNECT", cfg.FedmsgConnect}, {"EXECDB_FEDMSG_BIND", cfg.FedmsgBind},
-	} {
-		if unsupported.value != "" {
-			log.Warn("bus transports are not part of this version yet; the setting is ignored", zap.String("setting", unsupported.name))
-		}
-	}
-
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	jobs := metrics.NewJobs(registry)
 	store := storage.New(backend, storage.Config{TopicPrefix: cfg.TopicPrefix})
-	handler := api.New(store, api.Config{Tokens: tokens, Logger: log, Registry: registry}).Handler()
+
+	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBus()
+	bus, err := startBus(busCtx, busDeps{cfg: cfg, store: store, log: log, registry: registry, jobs: jobs})
+	if err != nil {
+		return err
+	}
+	handler := api.New(store, api.Config{Tokens: tokens, Logger: log, Registry: registry, Jobs: jobs, Checks: bus.checks}).Handler()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -175,10 +176,15 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 
 	select {
 	case err := <-served:
+		stopBus()
+		bus.wait()
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
+	// Stop taking messages first; the relay flushes what committed before it stops.
+	stopBus()
+	bus.wait()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
