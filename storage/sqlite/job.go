@@ -106,7 +106,7 @@ func readJob(ctx context.Context, q queryer, where string, args ...any) (statema
 }
 
 // scanJob reads a row of jobColumns. A crash comes back with empty keyvals, for readJob to fill.
-func scanJob(row *sql.Row) (statemachine.Job, error) {
+func scanJob(row interface{ Scan(...any) error }) (statemachine.Job, error) {
 	var (
 		job                              statemachine.Job
 		id, state, created, updated      string

@@ -1,0 +1,186 @@
+package postgres
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/fedora-qa/execdb/storage"
+	"github.com/fedora-qa/execdb/storage/internal/sqlbuild"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// dialect is PostgreSQL's side of the shared query builder.
+type dialect struct{}
+
+func (dialect) Placeholder(n int) string { return "$" + strconv.Itoa(n) }
+
+func (dialect) Arg(v any) any { return v }
+
+func (dialect) Like(expr, param string) string { return expr + " LIKE " + param + ` ESCAPE '\'` }
+
+func (dialect) Pattern(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`, `*`, `%`)
+	return r.Replace(s)
+}
+
+func (dialect) Bucket(col string, b storage.Bucket) string {
+	return "to_char(date_trunc('" + string(b) + "', " + col + ` AT TIME ZONE 'UTC'), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`
+}
+
+// Search returns a page of jobs matching f, newest first.
+func (b *Backend) Search(ctx context.Context, f storage.Filter, page storage.Page) ([]statemachine.Job, *storage.Cursor, error) {
+	sql, args := sqlbuild.Search(dialect{}, qualified(jobColumns), f, page)
+	rows, err := b.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, nil, interpretError(err)
+	}
+	jobs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (statemachine.Job, error) { return scanJob(row) })
+	if err != nil {
+		return nil, nil, interpretError(err)
+	}
+	var next *storage.Cursor
+	if len(jobs) > page.Limit {
+		jobs = jobs[:page.Limit]
+		last := jobs[len(jobs)-1]
+		next = &storage.Cursor{CreatedAt: last.CreatedAt, UUID: last.UUID}
+	}
+	if err := b.fillKeyVals(ctx, jobs); err != nil {
+		return nil, nil, err
+	}
+	return jobs, next, nil
+}
+
+// fillKeyVals loads data and crash keyvals of many jobs with one query per table.
+func (b *Backend) fillKeyVals(ctx context.Context, jobs []statemachine.Job) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	ids := make([]uuid.UUID, len(jobs))
+	index := make(map[uuid.UUID]int, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.UUID
+		index[j.UUID] = i
+		if j.Crash != nil {
+			jobs[i].Crash.KeyVals = statemachine.KeyVals{}
+		}
+	}
+	for _, table := range []string{"job_data", "crash_keyvals"} {
+		rows, err := b.pool.Query(ctx, `SELECT job_uuid, key, value FROM `+table+
+			` WHERE job_uuid = ANY($1) ORDER BY job_uuid, key, position`, ids)
+		if err != nil {
+			return interpretError(err)
+		}
+		for rows.Next() {
+			var id uuid.UUID
+			var k, v string
+			if err := rows.Scan(&id, &k, &v); err != nil {
+				rows.Close()
+				return interpretError(err)
+			}
+			j := &jobs[index[id]]
+			if table == "job_data" {
+				if j.Data == nil {
+					j.Data = statemachine.KeyVals{}
+				}
+				j.Data[k] = append(j.Data[k], v)
+			} else if j.Crash != nil {
+				j.Crash.KeyVals[k] = append(j.Crash.KeyVals[k], v)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return interpretError(err)
+		}
+	}
+	return nil
+}
+
+// Stats counts and summarises durations in SQL: percentile_disc gives the same discrete
+// percentiles as storage.Percentile.
+func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.StatsResult, error) {
+	var res storage.StatsResult
+	countSQL, countArgs := sqlbuild.Count(dialect{}, s.Filter)
+	if err := b.pool.QueryRow(ctx, countSQL, countArgs...).Scan(&res.Total); err != nil {
+		return res, interpretError(err)
+	}
+	q := sqlbuild.New(dialect{})
+	inner := sqlbuild.Grouped(q, s)
+	terminal := q.Arg(sqlbuild.Terminal)
+	groups := sqlbuild.GroupColumns(s)
+	groupList := ""
+	if len(groups) > 0 {
+		groupList = strings.Join(groups, ", ") + ", "
+	}
+	sql := `SELECT ` + groupList + `count(*),
+		percentile_disc(0.5) WITHIN GROUP (ORDER BY wait), percentile_disc(0.9) WITHIN GROUP (ORDER BY wait), max(wait),
+		percentile_disc(0.5) WITHIN GROUP (ORDER BY run), percentile_disc(0.9) WITHIN GROUP (ORDER BY run), max(run)
+		FROM (SELECT s.*,
+			CASE WHEN s.state = ANY(` + terminal + `) THEN EXTRACT(EPOCH FROM s.started_at - s.created_at)::float8 END AS wait,
+			CASE WHEN s.state = ANY(` + terminal + `) THEN EXTRACT(EPOCH FROM s.finished_at - s.started_at)::float8 END AS run
+			FROM (` + inner + `) s) t`
+	if len(groups) > 0 {
+		sql += ` GROUP BY ` + strings.Join(groups, ", ")
+	}
+	rows, err := b.pool.Query(ctx, sql, q.Args...)
+	if err != nil {
+		return res, interpretError(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		groupVals := make([]*string, len(groups))
+		var row storage.StatsRow
+		var w50, w90, wmax, r50, r90, rmax *float64
+		dest := make([]any, 0, len(groups)+7)
+		for i := range groupVals {
+			dest = append(dest, &groupVals[i])
+		}
+		dest = append(dest, &row.Count, &w50, &w90, &wmax, &r50, &r90, &rmax)
+		if err := rows.Scan(dest...); err != nil {
+			return res, interpretError(err)
+		}
+		if res.Total == 0 && row.Count == 0 {
+			continue // no group: count(*) over nothing
+		}
+		row.Group = map[storage.Field]*string{}
+		for i, f := range s.GroupBy {
+			row.Group[f] = groupVals[i]
+		}
+		if s.Bucket != storage.BucketNone {
+			t, err := sqlbuild.ParseBucket(groupVals[len(groupVals)-1])
+			if err != nil {
+				return res, err
+			}
+			row.Bucket = t
+		}
+		row.QueueWait = durations(w50, w90, wmax)
+		row.RunTime = durations(r50, r90, rmax)
+		if res.Total > 0 {
+			row.Share = float64(row.Count) / float64(res.Total)
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	if err := rows.Err(); err != nil {
+		return res, interpretError(err)
+	}
+	storage.SortStatsRows(res.Rows, s.GroupBy)
+	return res, nil
+}
+
+func durations(p50, p90, max *float64) *storage.Durations {
+	if p50 == nil || p90 == nil || max == nil {
+		return nil
+	}
+	return &storage.Durations{P50: *p50, P90: *p90, Max: *max}
+}
+
+// qualified prefixes each column of a list with the jobs alias j.
+func qualified(columns string) string {
+	parts := strings.Split(columns, ",")
+	for i, p := range parts {
+		parts[i] = "j." + strings.TrimSpace(p)
+	}
+	return strings.Join(parts, ", ")
+}
