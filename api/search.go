@@ -1,13 +1,115 @@
 package api
 
-import "net/http"
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
 
-// searchJobs answers GET /api/v1/jobs.
+	"github.com/fedora-qa/execdb/schemas"
+	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/fedora-qa/execdb/storage"
+)
+
+// searchJobs answers GET /api/v1/jobs: jobs matching the filters, newest first, a page at a
+// time; "next" is the URL of the following page or null.
 func (a *API) searchJobs(w http.ResponseWriter, r *http.Request) {
-	writeError(w, &httpError{status: http.StatusNotImplemented, message: "search is not implemented yet"})
+	params := r.URL.Query()
+	f, err := storage.ParseFilter(params, a.store.Now(), "limit", "after")
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	page, err := parsePage(params)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	jobs, next, err := a.store.Search(r.Context(), f, page)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if jobs == nil {
+		jobs = []statemachine.Job{}
+	}
+	var nextURL *string
+	if next != nil {
+		params.Set("after", next.String())
+		u := absoluteURL(r, r.URL.Path, params)
+		nextURL = &u
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": jobs, "next": nextURL})
 }
 
-// stats answers GET /api/v1/stats.
+func parsePage(params url.Values) (storage.Page, error) {
+	page := storage.Page{Limit: storage.DefaultLimit}
+	if s := params.Get("limit"); s != "" || params.Has("limit") {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > storage.MaxLimit {
+			return page, &schemas.FieldError{Field: "limit", Message: "want a whole number from 1 to " + strconv.Itoa(storage.MaxLimit)}
+		}
+		page.Limit = n
+	}
+	if s := params.Get("after"); s != "" || params.Has("after") {
+		c, err := storage.ParseCursor(s)
+		if err != nil {
+			return page, &schemas.FieldError{Field: "after", Message: "not a cursor from a previous page's next"}
+		}
+		page.After = &c
+	}
+	return page, nil
+}
+
+// statsResponse is the body of GET /api/v1/stats.
+type statsResponse struct {
+	Total   int64              `json:"total"`
+	GroupBy []storage.Field    `json:"group_by"`
+	Bucket  storage.Bucket     `json:"bucket,omitempty"`
+	Data    []storage.StatsRow `json:"data"`
+}
+
+// stats answers GET /api/v1/stats: counts, shares and durations of the jobs matching the
+// filters, grouped by group_by and bucketed by bucket.
 func (a *API) stats(w http.ResponseWriter, r *http.Request) {
-	writeError(w, &httpError{status: http.StatusNotImplemented, message: "stats are not implemented yet"})
+	params := r.URL.Query()
+	f, err := storage.ParseFilter(params, a.store.Now(), "group_by", "bucket")
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	q := storage.StatsQuery{Filter: f, GroupBy: []storage.Field{}}
+	for _, raw := range params["group_by"] {
+		for _, name := range strings.Split(raw, ",") {
+			field, err := storage.ParseField(name)
+			if err != nil {
+				a.fail(w, r, &schemas.FieldError{Field: "group_by", Message: strconv.Quote(name) + ": " + err.Error()})
+				return
+			}
+			q.GroupBy = append(q.GroupBy, field)
+		}
+	}
+	if q.Bucket, err = storage.ParseBucket(params.Get("bucket")); err != nil {
+		a.fail(w, r, &schemas.FieldError{Field: "bucket", Message: err.Error()})
+		return
+	}
+	res, err := a.store.Stats(r.Context(), q)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, statsResponse{Total: res.Total, GroupBy: q.GroupBy, Bucket: q.Bucket, Data: res.Rows})
+}
+
+// absoluteURL is path?params on the host the client asked, so that it can be followed as is.
+func absoluteURL(r *http.Request, path string, params url.Values) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p == "http" || p == "https" {
+		scheme = p
+	}
+	u := url.URL{Scheme: scheme, Host: r.Host, Path: path, RawQuery: params.Encode()}
+	return u.String()
 }
