@@ -66,8 +66,9 @@ type Backend interface {
 	// Close releases the backend's connections.
 	Close() error
 
-	Searcher // search.go
-	Bus      // bus.go
+	Searcher    // search.go
+	Bus         // bus.go
+	Rescheduler // reschedule.go
 }
 
 // Tx is the work one transaction can do. A Tx is used by one goroutine.
@@ -86,5 +87,6 @@ type Tx interface {
 	// AppendOutbox queues a message for publishing.
 	AppendOutbox(ctx context.Context, m OutboxMessage) error
 
-	BusTx // bus.go
+	BusTx        // bus.go
+	RescheduleTx // reschedule.go
 }

@@ -39,6 +39,7 @@ func commands() []command {
 		{"job", "create, start, finish, show, reschedule a job or list its events", cmdJob},
 		{"jobs", "search jobs", cmdJobs},
 		{"stats", "counts, rates and durations of jobs", cmdStats},
+		{"reschedule", "reschedule crashed jobs matching filters", cmdReschedule},
 	}
 }
 

@@ -160,6 +160,7 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	if err != nil {
 		return err
 	}
+	stopWatchdog := startWatchdog(busCtx, watchdogDeps{cfg: cfg, store: store, log: log, registry: registry, jobs: jobs})
 	handler := api.New(store, api.Config{Tokens: tokens, Logger: log, Registry: registry, Jobs: jobs, Checks: bus.checks}).Handler()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -177,6 +178,7 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	select {
 	case err := <-served:
 		stopBus()
+		stopWatchdog()
 		bus.wait()
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
@@ -184,6 +186,7 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	log.Info("shutting down")
 	// Stop taking messages first; the relay flushes what committed before it stops.
 	stopBus()
+	stopWatchdog()
 	bus.wait()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
