@@ -106,25 +106,9 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 	if err := b.pool.QueryRow(ctx, countSQL, countArgs...).Scan(&res.Total); err != nil {
 		return res, interpretError(err)
 	}
-	q := sqlbuild.New(dialect{})
-	inner := sqlbuild.Grouped(q, s)
-	terminal := q.Arg(sqlbuild.Terminal)
 	groups := sqlbuild.GroupColumns(s)
-	groupList := ""
-	if len(groups) > 0 {
-		groupList = strings.Join(groups, ", ") + ", "
-	}
-	sql := `SELECT ` + groupList + `count(*),
-		percentile_disc(0.5) WITHIN GROUP (ORDER BY wait), percentile_disc(0.9) WITHIN GROUP (ORDER BY wait), max(wait),
-		percentile_disc(0.5) WITHIN GROUP (ORDER BY run), percentile_disc(0.9) WITHIN GROUP (ORDER BY run), max(run)
-		FROM (SELECT s.*,
-			CASE WHEN s.state = ANY(` + terminal + `) THEN EXTRACT(EPOCH FROM s.started_at - s.created_at)::float8 END AS wait,
-			CASE WHEN s.state = ANY(` + terminal + `) THEN EXTRACT(EPOCH FROM s.finished_at - s.started_at)::float8 END AS run
-			FROM (` + inner + `) s) t`
-	if len(groups) > 0 {
-		sql += ` GROUP BY ` + strings.Join(groups, ", ")
-	}
-	rows, err := b.pool.Query(ctx, sql, q.Args...)
+	sql, args := statsSQL(s)
+	rows, err := b.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return res, interpretError(err)
 	}
@@ -169,6 +153,30 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 	return res, nil
 }
 
+// statsSQL aggregates the grouped rows: counts, and percentile_disc of queue wait and run time
+// over finished and crashed jobs.
+func statsSQL(s storage.StatsQuery) (string, []any) {
+	q := sqlbuild.New(dialect{})
+	inner := sqlbuild.Grouped(q, s)
+	terminal := q.Arg(sqlbuild.Terminal)
+	groups := sqlbuild.GroupColumns(s)
+	groupList := ""
+	if len(groups) > 0 {
+		groupList = strings.Join(groups, ", ") + ", "
+	}
+	sql := `SELECT ` + groupList + `count(*),
+		percentile_disc(0.5) WITHIN GROUP (ORDER BY wait), percentile_disc(0.9) WITHIN GROUP (ORDER BY wait), max(wait),
+		percentile_disc(0.5) WITHIN GROUP (ORDER BY run), percentile_disc(0.9) WITHIN GROUP (ORDER BY run), max(run)
+		FROM (SELECT s.*,
+			CASE WHEN s.state = ANY(` + terminal + `) THEN EXTRACT(EPOCH FROM s.started_at - s.created_at)::float8 END AS wait,
+			CASE WHEN s.state = ANY(` + terminal + `) THEN EXTRACT(EPOCH FROM s.finished_at - s.started_at)::float8 END AS run
+			FROM (` + inner + `) s) t`
+	if len(groups) > 0 {
+		sql += ` GROUP BY ` + strings.Join(groups, ", ")
+	}
+	return sql, q.Args
+}
+
 func durations(p50, p90, max *float64) *storage.Durations {
 	if p50 == nil || p90 == nil || max == nil {
 		return nil
@@ -183,4 +191,26 @@ func qualified(columns string) string {
 		parts[i] = "j." + strings.TrimSpace(p)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// Explain returns PostgreSQL's plan, with run-time statistics, for the search and the stats
+// queries the backend would run: what docs/performance.md shows and what an operator checks
+// when a query is slow.
+func (b *Backend) Explain(ctx context.Context, f storage.Filter, s *storage.StatsQuery) (string, error) {
+	var sql string
+	var args []any
+	if s == nil {
+		sql, args = sqlbuild.Search(dialect{}, qualified(jobColumns), f, storage.Page{Limit: storage.DefaultLimit})
+	} else {
+		sql, args = statsSQL(*s)
+	}
+	rows, err := b.pool.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF, BUFFERS OFF) `+sql, args...)
+	if err != nil {
+		return "", interpretError(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", interpretError(err)
+	}
+	return strings.Join(lines, "\n"), nil
 }

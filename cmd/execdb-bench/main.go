@@ -1,0 +1,238 @@
+// Command execdb-bench fills a PostgreSQL database with realistic jobs and measures search and
+// stats latencies through the same Store the HTTP API uses. Its numbers are in
+// docs/performance.md.
+//
+//	go run ./cmd/execdb-bench --db postgres://postgres@127.0.0.1:5432/bench --jobs 1000000
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fedora-qa/execdb/storage"
+	"github.com/fedora-qa/execdb/storage/postgres"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+func main() {
+	db := flag.String("db", os.Getenv("EXECDB_DB"), "PostgreSQL URL (postgres://…); its jobs are replaced when --jobs > 0")
+	jobs := flag.Int("jobs", 1_000_000, "jobs to seed; 0 keeps what the database has")
+	runs := flag.Int("runs", 30, "runs of each query")
+	explain := flag.Bool("explain", false, "print the plan of each query")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: execdb-bench --db postgres://… [--jobs N] [--runs N] [--explain]\n\n"+
+			"Seeds N realistic jobs (skewed tasks, states, crash causes and keyvals over 90 days)\n"+
+			"and reports p50/p99 latencies of typical searches and stats.\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if *db == "" {
+		flag.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, *db, *jobs, *runs, *explain); err != nil {
+		fmt.Fprintln(os.Stderr, "execdb-bench:", err)
+		os.Exit(1)
+	}
+}
+
+var now = time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+
+func run(ctx context.Context, db string, jobs, runs int, explain bool) error {
+	b, err := postgres.Open(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := b.Migrate(ctx); err != nil {
+		return err
+	}
+	if jobs > 0 {
+		start := time.Now()
+		if err := seed(ctx, b, jobs); err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+		fmt.Printf("seeded %d jobs in %s\n\n", jobs, time.Since(start).Round(time.Second))
+	}
+	store := storage.New(b, storage.Config{Now: func() time.Time { return now }})
+	fmt.Println("| query | p50 | p99 | rows |")
+	fmt.Println("|---|---|---|---|")
+	for _, q := range queries {
+		params, _ := url.ParseQuery(q.params)
+		f, err := storage.ParseFilter(params, now, "group_by", "bucket")
+		if err != nil {
+			return fmt.Errorf("%s: %w", q.name, err)
+		}
+		var stats *storage.StatsQuery
+		if q.stats {
+			s := storage.StatsQuery{Filter: f}
+			for _, g := range splitNonEmpty(params.Get("group_by")) {
+				s.GroupBy = append(s.GroupBy, storage.Field(g))
+			}
+			s.Bucket = storage.Bucket(params.Get("bucket"))
+			stats = &s
+		}
+		var times []time.Duration
+		var n int
+		for range runs {
+			t := time.Now()
+			if stats != nil {
+				res, err := store.Stats(ctx, *stats)
+				if err != nil {
+					return fmt.Errorf("%s: %w", q.name, err)
+				}
+				n = len(res.Rows)
+			} else {
+				page, _, err := store.Search(ctx, f, storage.Page{Limit: storage.DefaultLimit})
+				if err != nil {
+					return fmt.Errorf("%s: %w", q.name, err)
+				}
+				n = len(page)
+			}
+			times = append(times, time.Since(t))
+		}
+		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+		fmt.Printf("| %s `%s` | %s | %s | %d |\n", q.name, q.params, ms(times[len(times)/2]), ms(times[(len(times)*99-1)/100]), n)
+		if explain {
+			plan, err := b.Explain(ctx, f, stats)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("\n```\n%s\n```\n\n", plan)
+		}
+	}
+	return nil
+}
+
+var queries = []struct {
+	name   string
+	params string
+	stats  bool
+}{
+	{"search: newest", "", false},
+	{"search: one item", "item=python-requests-2.31.0-3.fc45", false},
+	{"search: crashes by cause", "state=CRASHED&cause=minion", false},
+	{"search: crash keyval", "kv.reason=BACKING_STORE_LINKING", false},
+	{"search: trigger data", "data.koji_tag=f45-updates-testing&taskname=rpmlint", false},
+	{"search: item wildcard", "item:like=python-req*", false},
+	{"stats: the T833 question", "state=CRASHED&cause=minion&kv.step=MINION_CREATION&since=30d&group_by=kv.reason", true},
+	{"stats: by task and state, a week", "since=7d&group_by=taskname,state", true},
+	{"stats: crashes a day by cause, a month", "state=CRASHED&since=30d&group_by=cause&bucket=day", true},
+	{"stats: everything by state", "group_by=state", true},
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+func splitNonEmpty(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// pick draws an index from weights.
+func pick(r *rand.Rand, weights []float64) int {
+	total := 0.0
+	for _, w := range weights {
+		total += w
+	}
+	x := r.Float64() * total
+	for i, w := range weights {
+		if x < w {
+			return i
+		}
+		x -= w
+	}
+	return len(weights) - 1
+}
+
+var (
+	tasks       = []string{"rpmlint", "rpmdeplint", "python-versions", "abicheck", "rpmgrill", "upgradepath", "depcheck", "dist.modulemd", "fedora-cloud-tests", "installability"}
+	taskWeights = []float64{30, 20, 12, 10, 8, 7, 5, 4, 2, 2}
+	arches      = []string{"noarch", "x86_64", "aarch64", "i386", "armhfp", "ppc64le"}
+	archWeights = []float64{60, 20, 8, 5, 4, 3}
+	tags        = []string{"f45-updates-testing", "f44-updates-testing", "f45-updates", "rawhide", "f43-updates"}
+	packages    = []string{"python-requests", "kernel", "glibc", "firefox", "systemd", "gnome-shell", "rust-serde", "golang-x-sys", "nodejs", "perl-Moose"}
+)
+
+// seed replaces the database's jobs with n new ones, written with COPY.
+func seed(ctx context.Context, b *postgres.Backend, n int) error {
+	pool := b.Pool()
+	if _, err := pool.Exec(ctx, `TRUNCATE jobs, job_data, crash_keyvals, job_events, outbox`); err != nil {
+		return err
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	const batch = 20_000
+	for done := 0; done < n; done += batch {
+		var jobRows, dataRows, kvRows [][]any
+		for i := done; i < min(n, done+batch); i++ {
+			id := uuid.New()
+			created := now.Add(-time.Duration(r.Int64N(int64(90 * 24 * time.Hour)))).Truncate(time.Microsecond)
+			pkg := packages[pick(r, []float64{25, 15, 12, 10, 10, 8, 7, 6, 4, 3})]
+			if r.IntN(4) > 0 {
+				pkg = fmt.Sprintf("pkg%05d", r.IntN(20000))
+			}
+			item := fmt.Sprintf("%s-%d.%d.%d-%d.fc45", pkg, r.IntN(4), r.IntN(40), r.IntN(10), 1+r.IntN(3))
+			state := []string{"FINISHED", "CRASHED", "RUNNING", "SCHEDULED"}[pick(r, []float64{85, 10, 3, 2})]
+			var started, finished *time.Time
+			if state != "SCHEDULED" {
+				s := created.Add(time.Duration(5+r.ExpFloat64()*60) * time.Second)
+				started = &s
+			}
+			if state == "FINISHED" || state == "CRASHED" {
+				f := started.Add(time.Duration(30+r.ExpFloat64()*400) * time.Second)
+				finished = &f
+			}
+			var notify, cause *string
+			var fatal *bool
+			if state == "CRASHED" {
+				c := []string{"minion", "network", "task", "libtaskotron", "unknown"}[pick(r, []float64{45, 20, 20, 10, 5})]
+				nt := map[string]string{"minion": "taskotron", "network": "taskotron", "task": "task", "libtaskotron": "taskotron", "unknown": "unknown"}[c]
+				fa := c == "task" && r.IntN(3) == 0
+				cause, notify, fatal = &c, &nt, &fa
+				switch c {
+				case "minion":
+					step := []string{"MINION_CREATION", "RUNTASK"}[pick(r, []float64{80, 20})]
+					reason := []string{"TIMED_OUT", "BACKING_STORE_LINKING", "NO_SPACE"}[pick(r, []float64{60, 25, 15})]
+					kvRows = append(kvRows, []any{id, "step", 0, step}, []any{id, "reason", 0, reason})
+				case "network":
+					kvRows = append(kvRows, []any{id, "reason", 0, []string{"KOJI_UNREACHABLE", "BODHI_ERROR", "DNS"}[pick(r, []float64{50, 30, 20})]})
+				case "task":
+					kvRows = append(kvRows, []any{id, "reason", 0, []string{"OOM", "FORMULA_PARSING", "DIRECTIVE_CRASHED"}[pick(r, []float64{40, 30, 30})]})
+				}
+			}
+			jobRows = append(jobRows, []any{id, state, tasks[pick(r, taskWeights)], item,
+				[]string{"koji_build", "bodhi_update", "compose"}[pick(r, []float64{70, 28, 2})],
+				arches[pick(r, archWeights)], id.String(), created, started, finished, created, notify, cause, fatal})
+			dataRows = append(dataRows, []any{id, "koji_tag", 0, tags[pick(r, []float64{40, 25, 20, 10, 5})]})
+			if r.IntN(10) == 0 {
+				dataRows = append(dataRows, []any{id, "critpath_pkgs", 0, pkg}, []any{id, "critpath_pkgs", 1, "glibc"})
+			}
+		}
+		if _, err := pool.CopyFrom(ctx, pgx.Identifier{"jobs"}, []string{"uuid", "state", "taskname", "item", "item_type", "arch",
+			"request_id", "created_at", "started_at", "finished_at", "updated_at", "crash_notify", "crash_cause", "crash_fatal"}, pgx.CopyFromRows(jobRows)); err != nil {
+			return err
+		}
+		for table, rows := range map[string][][]any{"job_data": dataRows, "crash_keyvals": kvRows} {
+			if _, err := pool.CopyFrom(ctx, pgx.Identifier{table}, []string{"job_uuid", "key", "position", "value"}, pgx.CopyFromRows(rows)); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := pool.Exec(ctx, `ANALYZE jobs, job_data, crash_keyvals`)
+	return err
+}
