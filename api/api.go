@@ -5,6 +5,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/fedora-qa/execdb/internal/metrics"
@@ -106,7 +107,7 @@ func (a *API) instrument(next http.Handler) http.Handler {
 		if route == "" || route == "/" {
 			route = "other"
 		}
-		a.requests.WithLabelValues(route, r.Method, http.StatusText(rec.status)).Inc()
+		a.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
 		a.latency.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
 	})
 }

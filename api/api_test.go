@@ -368,7 +368,7 @@ func TestMetricsAndProbes(t *testing.T) {
 		for _, want := range []string{
 			`execdb_transitions_total{state="CRASHED"} 1`,
 			`execdb_crashes_total{cause="task",notify="task"} 1`,
-			`execdb_http_requests_total{code="Created",method="POST",route="POST /api/v1/jobs"} 1`,
+			`execdb_http_requests_total{code="201",method="POST",route="POST /api/v1/jobs"} 1`,
 			`execdb_http_request_duration_seconds_count{method="POST",route="POST /api/v1/jobs/{uuid}/finish"} 1`,
 		} {
 			if !strings.Contains(m, want) {

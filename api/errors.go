@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
@@ -42,7 +43,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, storage.ErrNotFound):
 		he = &httpError{status: http.StatusNotFound, message: "job not found"}
 	case errors.Is(err, storage.ErrConflict):
-		he = &httpError{status: http.StatusConflict, message: err.Error()}
+		he = &httpError{status: http.StatusConflict, message: strings.TrimSuffix(err.Error(), ": "+storage.ErrConflict.Error())}
 	case errors.Is(err, r.Context().Err()) && r.Context().Err() != nil:
 		he = &httpError{status: http.StatusServiceUnavailable, message: "request cancelled"}
 	default:

@@ -124,7 +124,7 @@ func (a *API) apply(w http.ResponseWriter, r *http.Request, id uuid.UUID, ev sta
 	switch res.Verdict {
 	case statemachine.Late:
 		return &httpError{status: http.StatusConflict, job: &res.Job,
-			message: "job already " + string(res.Job.State) + ": a start after the end is recorded as late and ignored"}
+			message: "job already " + string(res.Job.State) + ": the start is recorded as late and the state is unchanged"}
 	case statemachine.Conflict:
 		return &httpError{status: http.StatusConflict, job: &res.Job,
 			message: "job already " + string(res.Job.State) + " with another outcome: the report is recorded as a conflict"}

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
@@ -35,6 +36,13 @@ func (a *API) searchJobs(w http.ResponseWriter, r *http.Request) {
 	}
 	var nextURL *string
 	if next != nil {
+		// The next page must cover the same window: relative times become absolute.
+		if f.Since != nil {
+			params.Set("since", f.Since.Format(time.RFC3339Nano))
+		}
+		if f.Until != nil {
+			params.Set("until", f.Until.Format(time.RFC3339Nano))
+		}
 		params.Set("after", next.String())
 		u := absoluteURL(r, r.URL.Path, params)
 		nextURL = &u

@@ -52,7 +52,15 @@ func TestSearchFollowsNext(t *testing.T) {
 		if seen != 17 || pages != 3 {
 			t.Errorf("got %d jobs in %d pages, want 17 in 3", seen, pages)
 		}
-		r := c.do("GET", "/api/v1/stats?state=CRASHED&cause=minion&kv.step=MINION_CREATION&since=30d&group_by=kv.step,taskname", "")
+		r := c.do("GET", "/api/v1/jobs?since=30d&limit=1", "")
+		var one struct {
+			Next *string `json:"next"`
+		}
+		json.Unmarshal(r.body, &one)
+		if one.Next == nil || strings.Contains(*one.Next, "since=30d") || !strings.Contains(*one.Next, "since=20") {
+			t.Errorf("next of a relative since: got %v, want the window fixed as an absolute since", one.Next)
+		}
+		r = c.do("GET", "/api/v1/stats?state=CRASHED&cause=minion&kv.step=MINION_CREATION&since=30d&group_by=kv.step,taskname", "")
 		expectStatus(t, r, 200)
 		var stats struct {
 			Total int64 `json:"total"`

@@ -103,11 +103,11 @@ func parseServeConfig(name, synopsis string, args []string, e env, only ...strin
 			if _, ok := chosen[s.flag]; !ok {
 				continue
 			}
-			def := s.def
-			if def == "" {
-				def = "unset"
+			def := ""
+			if s.def != "" {
+				def = " (default " + s.def + ")"
 			}
-			fmt.Fprintf(w, "  --%-17s %-24s %s (default %s)\n", s.flag, s.env, s.help, def)
+			fmt.Fprintf(w, "  --%-17s %-24s %s%s\n", s.flag, s.env, s.help, def)
 		}
 	}
 	if err := fs.Parse(args); err != nil {

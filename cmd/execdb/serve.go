@@ -145,6 +145,9 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 		if err != nil {
 			return fmt.Errorf("EXECDB_TOKENS_FILE %s: %w", cfg.TokensFile, err)
 		}
+		if len(tokens) == 0 {
+			return fmt.Errorf("EXECDB_TOKENS_FILE %s holds no tokens; add name:token lines, or unset it to accept writes from loopback only", cfg.TokensFile)
+		}
 		log.Info("write tokens loaded", zap.Int("tokens", len(tokens)))
 	} else {
 		log.Warn("no tokens configured (EXECDB_TOKENS_FILE): writes are accepted from loopback addresses only, without authentication")
@@ -167,7 +170,8 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	if err != nil {
 		return fmt.Errorf("EXECDB_LISTEN: %w", err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
