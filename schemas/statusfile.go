@@ -47,6 +47,10 @@ type StatusFile struct {
 // keyvals error (at most MaxValueBytes).
 func ReadStatusFile(path string) StatusFile {
 	b, err := readLimited(path, MaxStatusFileBytes)
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		err = pathErr.Err // the path is said once, below, and stays out of the keyvals
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return StatusFile{
 			End:     StatusFileCrash(StatusFileMissing, nil),

@@ -1,0 +1,417 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/fedora-qa/execdb/client"
+	"github.com/fedora-qa/execdb/schemas"
+	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/google/uuid"
+)
+
+// The client commands: execdb job create|start|finish|show|events|reschedule (this file) and
+// execdb jobs, execdb stats (client_list.go), over the HTTP API (CONTRACT sections 6 and 7).
+
+type jobSubcommand struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, e env) int
+}
+
+func jobSubcommands() []jobSubcommand {
+	return []jobSubcommand{
+		{"create", "create a SCHEDULED job (what Trigger does)", cmdJobCreate},
+		{"start", "report that a job began running", cmdJobStart},
+		{"finish", "report how a job ended: from a status file, FINISHED or CRASHED", cmdJobFinish},
+		{"show", "print a job", cmdJobShow},
+		{"events", "print a job's history", cmdJobEvents},
+		{"reschedule", "make a successor of a crashed job", cmdJobReschedule},
+	}
+}
+
+func cmdJob(ctx context.Context, args []string, e env) int {
+	if len(args) == 0 {
+		jobUsage(e.stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		jobUsage(e.stdout)
+		return exitOK
+	}
+	for _, s := range jobSubcommands() {
+		if s.name == args[0] {
+			return s.run(ctx, args[1:], e)
+		}
+	}
+	fmt.Fprintf(e.stderr, "execdb job: unknown subcommand %q\n\n", args[0])
+	jobUsage(e.stderr)
+	return exitUsage
+}
+
+func jobUsage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: execdb job <subcommand> [flags]")
+	fmt.Fprintln(w, "\nCreate, start, finish, show, reschedule a job or list its events, over the")
+	fmt.Fprintln(w, "HTTP API of the ExecDB server at $EXECDB_SERVER (--server).\n\nSubcommands:")
+	for _, s := range jobSubcommands() {
+		fmt.Fprintf(w, "  %-11s %s\n", s.name, s.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'execdb job <subcommand> --help' for its flags.")
+}
+
+func cmdJobCreate(ctx context.Context, args []string, e env) int {
+	c := newCLI(e, "execdb job create", "--taskname T --item I --item-type K [flags]", `
+Creates a SCHEDULED job, as Trigger does, and prints it; with --quiet prints its UUID alone, so
+that a shell can capture it:
+
+    uuid=$(execdb job create --quiet --taskname rpmlint --item foo-1.0-1.fc40 --item-type koji_build)
+
+Repeating a create is safe: the request carries an idempotency key (--request-id, or a random
+one kept across this command's retries), and the server answers a repeated key with the job the
+first request made.`)
+	var taskname, item, itemType, arch, id, requestID, srcMsgID, srcTopic string
+	var data multiFlag
+	var quiet bool
+	c.stringVar(&taskname, "taskname", "the `TASK` to run, e.g. rpmlint (required)")
+	c.stringVar(&item, "item", "the `ITEM` to run it on, e.g. foo-1.0-1.fc40 (required)")
+	c.stringVar(&itemType, "item-type", "the `TYPE` of the item, e.g. koji_build (required)")
+	c.stringVar(&arch, "arch", "the `ARCH` to run on, e.g. x86_64 (default noarch)")
+	c.multiVar(&data, "data", "a `KEY=VALUE` of Trigger-parsed data kept for rescheduling; repeat it for more keys or values")
+	c.stringVar(&id, "uuid", "the job's `UUID` (default: the server issues one)")
+	c.stringVar(&requestID, "request-id", "the idempotency `KEY` of the request, e.g. the trigger message's id (default: a random UUID)")
+	c.stringVar(&srcMsgID, "source-msg-id", "the `ID` of the message that made Trigger ask for the job, e.g. the Koji build message")
+	c.stringVar(&srcTopic, "source-topic", "the `TOPIC` of that message")
+	c.boolVar(&quiet, "quiet", "print the new job's UUID alone")
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return c.usageError("unexpected argument %q", pos[0])
+	}
+	for _, f := range []struct{ name, v string }{{"taskname", taskname}, {"item", item}, {"item-type", itemType}} {
+		if f.v == "" {
+			return c.usageError("--%s is required", f.name)
+		}
+	}
+	if quiet && c.co.json {
+		return c.usageError("--quiet and --json exclude each other")
+	}
+	req := client.CreateJobRequest{TaskName: taskname, Item: item, ItemType: itemType, Arch: arch, RequestID: requestID}
+	if len(data) > 0 {
+		kv, err := schemas.ParseKeyValArgs(data, "data")
+		if err != nil {
+			return c.usageError("--data: %v", err)
+		}
+		req.Data = kv
+	}
+	if id != "" {
+		u, err := parseUUID(id)
+		if err != nil {
+			return c.usageError("--uuid: %v", err)
+		}
+		req.UUID = u
+	}
+	switch {
+	case srcMsgID != "":
+		req.Source = &statemachine.Source{MsgID: srcMsgID, Topic: srcTopic}
+	case srcTopic != "":
+		return c.usageError("--source-topic needs --source-msg-id")
+	}
+	cl, err := c.client()
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	resp, err := cl.CreateJob(ctx, req)
+	if err != nil {
+		return c.fail(err)
+	}
+	switch {
+	case c.co.json:
+		c.printRaw(resp.Body)
+	case quiet:
+		fmt.Fprintln(e.stdout, resp.Job.UUID)
+	default:
+		if resp.Created() {
+			fmt.Fprintf(e.stdout, "Created job %s.\n\n", resp.Job.UUID)
+		} else {
+			fmt.Fprintf(e.stdout, "Job %s already existed for this request (request_id %s).\n\n", resp.Job.UUID, resp.Job.RequestID)
+		}
+		printJob(e.stdout, resp.Job)
+	}
+	return exitOK
+}
+
+// runnerFlags are the --runner-* flags of start and finish.
+type runnerFlags struct{ name, jobid, worker, url string }
+
+func (r *runnerFlags) register(c *cli) {
+	c.stringVar(&r.name, "runner-name", "the `NAME` of who runs the job, e.g. buildbot")
+	c.stringVar(&r.jobid, "runner-jobid", "the runner's `ID` of the run, e.g. all/4821 (builder/build number)")
+	c.stringVar(&r.worker, "runner-worker", "the `WORKER` the job runs on, e.g. taskotron-client10-3")
+	c.stringVar(&r.url, "runner-url", "the `URL` of the run, e.g. Buildbot's build page")
+}
+
+func (r *runnerFlags) runner() *statemachine.Runner {
+	if *r == (runnerFlags{}) {
+		return nil
+	}
+	return &statemachine.Runner{Name: r.name, JobID: r.jobid, Worker: r.worker, URL: r.url}
+}
+
+func cmdJobStart(ctx context.Context, args []string, e env) int {
+	c := newCLI(e, "execdb job start", "UUID [flags]", `
+Reports that the job began running: SCHEDULED becomes RUNNING. Starting a RUNNING job again
+changes nothing. A start for a job that has already ended is late: the server records it and
+refuses it (exit status 1).
+
+In Buildbot, run it as the first step of the build (see docs/buildbot.md).`)
+	var startedAt string
+	var r runnerFlags
+	c.stringVar(&startedAt, "started-at", "when the job started, an RFC 3339 `TIME` (default: when the server gets the report)")
+	r.register(c)
+	id, code, ok := c.parseUUIDArg(args)
+	if !ok {
+		return code
+	}
+	start := statemachine.Start{Runner: r.runner()}
+	if startedAt != "" {
+		t, err := parseTime(startedAt)
+		if err != nil {
+			return c.usageError("--started-at: %v", err)
+		}
+		start.StartedAt = &t
+	}
+	cl, err := c.client()
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	resp, err := cl.StartJob(ctx, id, start)
+	if err != nil {
+		return c.fail(err)
+	}
+	c.printJobResponse(resp)
+	return exitOK
+}
+
+func cmdJobFinish(ctx context.Context, args []string, e env) int {
+	c := newCLI(e, "execdb job finish",
+		"UUID (--status-file PATH | --finished | --crashed [--notify N] [--cause C] [--fatal] [--kv K=V]...) [flags]", `
+Reports how the job ended, in one of three ways:
+
+  --status-file PATH  what libtaskotron wrote in its status file (docs/statusfile.md). A
+                      missing file is reported as CRASHED with notify=taskotron, cause=unknown
+                      and keyvals reason=STATUS_FILE_MISSING; an empty or invalid one likewise
+                      with reason=STATUS_FILE_INVALID and the parse error in keyvals error. The
+                      command says so on stderr and still exits 0 once the server has the report.
+  --finished          FINISHED.
+  --crashed           CRASHED, classified by --notify, --cause, --fatal and --kv.
+
+Repeating the same report changes nothing. A report that disagrees with the outcome already
+recorded is a conflict: the server keeps the first outcome and refuses (exit status 1), and the
+command prints the job as it stands.
+
+In Buildbot, run it in a step with alwaysRun=True (see docs/buildbot.md).`)
+	var statusFile, notify, cause, finishedAt, artifactsURL, logURL string
+	var finished, crashed, fatal bool
+	var kvs multiFlag
+	var r runnerFlags
+	c.stringVar(&statusFile, "status-file", "report what the status file at `PATH` says")
+	c.boolVar(&finished, "finished", "report FINISHED")
+	c.boolVar(&crashed, "crashed", "report CRASHED")
+	c.stringVar(&notify, "notify", "with --crashed: whose problem it is, `NOTIFY` = taskotron, task or unknown (default unknown)")
+	c.stringVar(&cause, "cause", "with --crashed: what went wrong, `CAUSE` = minion, task, network, libtaskotron or unknown (default unknown)")
+	c.boolVar(&fatal, "fatal", "with --crashed: rescheduling cannot help")
+	c.multiVar(&kvs, "kv", "with --crashed: a `KEY=VALUE` of crash detail, e.g. reason=TIMED_OUT; repeat it for more")
+	c.stringVar(&finishedAt, "finished-at", "when the job ended, an RFC 3339 `TIME` (default: when the server gets the report)")
+	c.stringVar(&artifactsURL, "artifacts-url", "the `URL` of the job's artifacts")
+	c.stringVar(&logURL, "log-url", "the `URL` of the job's log")
+	r.register(c)
+	id, code, ok := c.parseUUIDArg(args)
+	if !ok {
+		return code
+	}
+	modes := 0
+	for _, set := range []bool{statusFile != "", finished, crashed} {
+		if set {
+			modes++
+		}
+	}
+	if modes != 1 {
+		return c.usageError("give exactly one of --status-file, --finished and --crashed")
+	}
+	if !crashed && (notify != "" || cause != "" || fatal || len(kvs) > 0) {
+		return c.usageError("--notify, --cause, --fatal and --kv go with --crashed")
+	}
+	var end statemachine.End
+	switch {
+	case finished:
+		end.State = statemachine.Finished
+	case crashed:
+		crash := &statemachine.Crash{Notify: statemachine.Notify(notify), Cause: statemachine.Cause(cause), Fatal: fatal}
+		if notify != "" && !schemas.ValidNotify(crash.Notify) {
+			return c.usageError("--notify: must be one of taskotron, task, unknown, got %q", notify)
+		}
+		if cause != "" && !schemas.ValidCause(crash.Cause) {
+			return c.usageError("--cause: must be one of minion, task, network, libtaskotron, unknown, got %q", cause)
+		}
+		if len(kvs) > 0 {
+			kv, err := schemas.ParseKeyValArgs(kvs, "crash.keyvals")
+			if err != nil {
+				return c.usageError("--kv: %v", err)
+			}
+			crash.KeyVals = kv
+		}
+		end.State = statemachine.Crashed
+		end.Crash = statemachine.NormalizeCrash(crash)
+	}
+	if finishedAt != "" {
+		t, err := parseTime(finishedAt)
+		if err != nil {
+			return c.usageError("--finished-at: %v", err)
+		}
+		end.FinishedAt = &t
+	}
+	end.ArtifactsURL, end.LogURL, end.Runner = artifactsURL, logURL, r.runner()
+	cl, err := c.client()
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	if statusFile != "" {
+		sf := schemas.ReadStatusFile(statusFile)
+		if sf.Problem != nil {
+			reason := strings.Join(sf.End.Crash.KeyVals["reason"], ",")
+			fmt.Fprintf(e.stderr, "%s: %v\n%s: reporting CRASHED with notify=taskotron cause=unknown reason=%s\n",
+				c.name, sf.Problem, c.name, reason)
+		}
+		end.State, end.Crash = sf.End.State, sf.End.Crash
+	}
+	resp, err := cl.FinishJob(ctx, id, end)
+	if err != nil {
+		return c.fail(err)
+	}
+	c.printJobResponse(resp)
+	return exitOK
+}
+
+func cmdJobShow(ctx context.Context, args []string, e env) int {
+	c := newCLI(e, "execdb job show", "UUID [flags]", "Prints the job: readable text, or the API's JSON with --json.")
+	id, code, ok := c.parseUUIDArg(args)
+	if !ok {
+		return code
+	}
+	cl, err := c.client()
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	resp, err := cl.Job(ctx, id)
+	if err != nil {
+		return c.fail(err)
+	}
+	c.printJobResponse(resp)
+	return exitOK
+}
+
+func cmdJobEvents(ctx context.Context, args []string, e env) int {
+	c := newCLI(e, "execdb job events", "UUID [flags]", `
+Prints the job's history, oldest first: every create, start, end and reschedule report the
+server received, with its verdict (applied, duplicate, late, conflict), where it came from
+(http, amqp, fedmsg, watchdog, reschedule) and its message id.`)
+	id, code, ok := c.parseUUIDArg(args)
+	if !ok {
+		return code
+	}
+	cl, err := c.client()
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	resp, err := cl.Events(ctx, id)
+	if err != nil {
+		return c.fail(err)
+	}
+	if c.co.json {
+		c.printRaw(resp.Body)
+	} else {
+		printEvents(e.stdout, resp.Events)
+	}
+	return exitOK
+}
+
+func cmdJobReschedule(ctx context.Context, args []string, e env) int {
+	c := newCLI(e, "execdb job reschedule", "UUID [--force] [flags]", `
+Makes a new SCHEDULED job from the stored trigger data of a CRASHED job, and prints it. A job
+whose crash is fatal needs --force. A job that was already rescheduled answers with its
+successor, so repeating the command is safe.`)
+	var force bool
+	c.boolVar(&force, "force", "reschedule even though the crash is fatal")
+	id, code, ok := c.parseUUIDArg(args)
+	if !ok {
+		return code
+	}
+	cl, err := c.client()
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	resp, err := cl.RescheduleJob(ctx, id, force)
+	if err != nil {
+		return c.fail(err)
+	}
+	if !c.co.json {
+		if resp.Created() {
+			fmt.Fprintf(e.stdout, "Rescheduled %s as %s.\n\n", id, resp.Job.UUID)
+		} else {
+			fmt.Fprintf(e.stdout, "%s was already rescheduled as %s.\n\n", id, resp.Job.UUID)
+		}
+	}
+	c.printJobResponse(resp)
+	return exitOK
+}
+
+// parseUUIDArg parses args, which must hold one positional argument: the job's UUID.
+func (c *cli) parseUUIDArg(args []string) (uuid.UUID, int, bool) {
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return uuid.Nil, code, false
+	}
+	switch len(pos) {
+	case 0:
+		return uuid.Nil, c.usageError("the job's UUID is missing"), false
+	case 1:
+	default:
+		return uuid.Nil, c.usageError("unexpected argument %q", pos[1]), false
+	}
+	id, err := parseUUID(pos[0])
+	if err != nil {
+		return uuid.Nil, c.usageError("%v", err), false
+	}
+	return id, exitOK, true
+}
+
+// printJobResponse prints the job of an answer, readable or as JSON.
+func (c *cli) printJobResponse(resp *client.JobResponse) {
+	if c.co.json {
+		c.printRaw(resp.Body)
+		return
+	}
+	printJob(c.e.stdout, resp.Job)
+}
+
+func parseUUID(s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil || id == uuid.Nil {
+		return uuid.Nil, fmt.Errorf("%q is not a job UUID", s)
+	}
+	return id, nil
+}
+
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time like 2024-05-01T12:00:00Z", s)
+	}
+	return t.UTC(), nil
+}

@@ -1,0 +1,557 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedora-qa/execdb/client"
+	"github.com/fedora-qa/execdb/client/clienttest"
+	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/google/uuid"
+)
+
+// Tests of the client commands against clienttest, an imitation of the API. The end-to-end tests
+// against the real server live elsewhere.
+
+func init() {
+	// Retry in milliseconds rather than seconds.
+	extraClientOptions = []client.Option{client.WithBackoff(time.Millisecond, 5*time.Millisecond)}
+}
+
+type cliResult struct {
+	code           int
+	stdout, stderr string
+}
+
+// runCLI runs execdb with args and the environment vars (nothing else of the process's).
+func runCLI(t *testing.T, vars map[string]string, args ...string) cliResult {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	e := env{stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return vars[k] }}
+	code := run(context.Background(), args, e)
+	return cliResult{code, stdout.String(), stderr.String()}
+}
+
+// cliServer starts the imitation API and returns it with the environment pointing at it.
+func cliServer(t *testing.T) (*clienttest.API, map[string]string) {
+	t.Helper()
+	api := clienttest.New()
+	api.Token = "s3cret"
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	return api, map[string]string{"EXECDB_SERVER": srv.URL, "EXECDB_TOKEN": "s3cret", "EXECDB_TIMEOUT": "5s"}
+}
+
+func wantCode(t *testing.T, r cliResult, code int) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit status: got %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
+	}
+}
+
+func createJob(t *testing.T, vars map[string]string, extra ...string) uuid.UUID {
+	t.Helper()
+	args := append([]string{"job", "create", "--quiet", "--taskname", "rpmlint", "--item", "foo-1.0-1.fc40", "--item-type", "koji_build"}, extra...)
+	r := runCLI(t, vars, args...)
+	wantCode(t, r, exitOK)
+	id, err := uuid.Parse(strings.TrimSpace(r.stdout))
+	if err != nil {
+		t.Fatalf("create --quiet printed %q, want a UUID alone", r.stdout)
+	}
+	return id
+}
+
+func TestClientUsageErrors(t *testing.T) {
+	t.Parallel()
+	u := uuid.NewString()
+	// An unreachable server and a single attempt: a usage error must come before any request.
+	vars := map[string]string{"EXECDB_SERVER": "http://127.0.0.1:1", "EXECDB_TIMEOUT": "0"}
+	create := []string{"job", "create", "--taskname", "t", "--item", "i", "--item-type", "k"}
+	cases := [][]string{
+		{"job"},
+		{"job", "frob"},
+		{"job", "create"},
+		{"job", "create", "--taskname", "t", "--item", "i"},
+		append(create, "--data", "novalue"),
+		append(create, "--data", "a:b=c"),
+		append(create, "--uuid", "nope"),
+		append(create, "--source-topic", "org.fedoraproject.prod.buildsys.build.state.change"),
+		append(create, "--quiet", "--json"),
+		append(create, "extra"),
+		append(create, "--bogus"),
+		append(create, "--taskname"),
+		{"job", "start"},
+		{"job", "start", "not-a-uuid"},
+		{"job", "start", u, u},
+		{"job", "start", u, "--started-at", "yesterday"},
+		{"job", "finish", u},
+		{"job", "finish", u, "--finished", "--crashed"},
+		{"job", "finish", u, "--finished", "--status-file", "/tmp/x"},
+		{"job", "finish", u, "--finished", "--notify", "task"},
+		{"job", "finish", u, "--status-file", "/tmp/x", "--kv", "a=b"},
+		{"job", "finish", u, "--crashed", "--notify", "nobody"},
+		{"job", "finish", u, "--crashed", "--cause", "gremlins"},
+		{"job", "finish", u, "--crashed", "--kv", "novalue"},
+		{"job", "finish", u, "--finished", "--finished-at", "5pm"},
+		{"job", "show"},
+		{"job", "show", "00000000-0000-0000-0000-000000000000"},
+		{"job", "events", u, "--timeout", "-1s"},
+		{"job", "events", u, "--timeout", "soon"},
+		{"job", "show", u, "--server", "ftp://example.org"},
+		{"job", "reschedule", u, "--force=maybe"},
+		{"jobs", "novalue"},
+		{"jobs", "--filter", "=x"},
+		{"stats", "novalue"},
+	}
+	for _, args := range cases {
+		r := runCLI(t, vars, args...)
+		if r.code != exitUsage {
+			t.Errorf("execdb %s: exit status %d, want %d\nstderr: %s", strings.Join(args, " "), r.code, exitUsage, r.stderr)
+			continue
+		}
+		if !strings.Contains(r.stderr, "--help") && !strings.Contains(r.stderr, "Usage:") {
+			t.Errorf("execdb %s: stderr %q, want a pointer to the help", strings.Join(args, " "), r.stderr)
+		}
+		if r.stdout != "" {
+			t.Errorf("execdb %s: stdout %q, want nothing", strings.Join(args, " "), r.stdout)
+		}
+	}
+	r := runCLI(t, map[string]string{"EXECDB_TIMEOUT": "whenever"}, "job", "show", u)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "EXECDB_TIMEOUT") {
+		t.Errorf("bad EXECDB_TIMEOUT: got %d %q, want a usage error naming it", r.code, r.stderr)
+	}
+}
+
+func TestClientHelp(t *testing.T) {
+	t.Parallel()
+	flags := map[string][]string{
+		"job create":     {"--taskname", "--item", "--item-type", "--arch", "--data", "--uuid", "--request-id", "--source-msg-id", "--source-topic", "--quiet"},
+		"job start":      {"--started-at", "--runner-name", "--runner-jobid", "--runner-worker", "--runner-url"},
+		"job finish":     {"--status-file", "--finished", "--crashed", "--notify", "--cause", "--fatal", "--kv", "--finished-at", "--artifacts-url", "--log-url", "--runner-name", "STATUS_FILE_MISSING"},
+		"job show":       nil,
+		"job events":     nil,
+		"job reschedule": {"--force"},
+		"jobs":           {"--filter", "kv.<key>"},
+		"stats":          {"--filter", "--group-by", "--bucket"},
+	}
+	for cmd, want := range flags {
+		for _, h := range []string{"--help", "-h"} {
+			r := runCLI(t, nil, append(strings.Fields(cmd), h)...)
+			if r.code != exitOK {
+				t.Errorf("execdb %s %s: exit status %d, want 0", cmd, h, r.code)
+			}
+			for _, w := range append(want, "Usage: execdb "+cmd, "--server", "EXECDB_SERVER", "--token", "EXECDB_TOKEN", "--json", "--timeout", "Exit status") {
+				if !strings.Contains(r.stdout, w) {
+					t.Errorf("execdb %s %s: help lacks %q:\n%s", cmd, h, w, r.stdout)
+				}
+			}
+		}
+	}
+	r := runCLI(t, nil, "job", "--help")
+	if r.code != exitOK || !strings.Contains(r.stdout, "reschedule") || !strings.Contains(r.stdout, "events") {
+		t.Errorf("execdb job --help: got %d %q, want the subcommands", r.code, r.stdout)
+	}
+}
+
+// TestClientHelpHidesToken: the token from the environment never shows in the help.
+func TestClientHelpHidesToken(t *testing.T) {
+	t.Parallel()
+	r := runCLI(t, map[string]string{"EXECDB_TOKEN": "hunter2"}, "job", "start", "--help")
+	if strings.Contains(r.stdout, "hunter2") {
+		t.Errorf("help shows the token:\n%s", r.stdout)
+	}
+}
+
+func TestClientLifecycle(t *testing.T) {
+	t.Parallel()
+	api, vars := cliServer(t)
+	id := createJob(t, vars, "--data", "koji_tag=f40-updates", "--data", "koji_tag=f40", "--arch", "x86_64",
+		"--source-msg-id", "2024-abc", "--source-topic", "org.fedoraproject.prod.buildsys.build.state.change")
+	r := runCLI(t, vars, "job", "start", id.String(), "--runner-name", "buildbot", "--runner-jobid", "all/4821",
+		"--runner-worker", "client10-3", "--started-at", "2024-05-01T12:00:00+02:00")
+	wantCode(t, r, exitOK)
+	for _, w := range []string{"state:", "RUNNING", "runner:", "jobid=all/4821", "2024-05-01T10:00:00Z"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("start: output lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	status := filepath.Join(t.TempDir(), "status.json")
+	os.WriteFile(status, []byte(`{"state":"CRASHED","crash":{"notify":"taskotron","cause":"minion","keyvals":{"step":"MINION_CREATION","reason":"TIMED_OUT"}}}`), 0o644)
+	r = runCLI(t, vars, "job", "finish", id.String(), "--status-file", status, "--log-url", "http://logs/4821")
+	wantCode(t, r, exitOK)
+	if r.stderr != "" {
+		t.Errorf("finish from a good status file: stderr %q, want nothing", r.stderr)
+	}
+	r = runCLI(t, vars, "job", "show", id.String())
+	wantCode(t, r, exitOK)
+	for _, w := range []string{
+		"uuid:", id.String(), "CRASHED", "notify=taskotron cause=minion fatal=false",
+		"reason=TIMED_OUT step=MINION_CREATION", "koji_tag=f40-updates koji_tag=f40", "x86_64",
+		"msg_id=2024-abc", "log_url:", "http://logs/4821", "duration:",
+	} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("show: output lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^state: +CRASHED$`).MatchString(r.stdout) {
+		t.Errorf("show: want aligned key: value lines:\n%s", r.stdout)
+	}
+	r = runCLI(t, vars, "job", "show", id.String(), "--json")
+	wantCode(t, r, exitOK)
+	var job statemachine.Job
+	if err := json.Unmarshal([]byte(r.stdout), &job); err != nil || job.UUID != id || job.State != statemachine.Crashed {
+		t.Errorf("show --json: got %q (%v), want the job", r.stdout, err)
+	}
+	r = runCLI(t, vars, "job", "events", id.String())
+	wantCode(t, r, exitOK)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[3], "SCHEDULED→CRASHED") && !strings.Contains(lines[3], "RUNNING→CRASHED") {
+		t.Errorf("events: got\n%s\nwant a header and 3 rows ending in the crash", r.stdout)
+	}
+	if !strings.Contains(lines[3], "CRASHED taskotron/minion") {
+		t.Errorf("events: the end row lacks its summary:\n%s", lines[3])
+	}
+	r = runCLI(t, vars, "job", "events", "--json", id.String())
+	wantCode(t, r, exitOK)
+	var events struct{ Data []client.HistoryEntry }
+	if err := json.Unmarshal([]byte(r.stdout), &events); err != nil || len(events.Data) != 3 {
+		t.Errorf("events --json: got %q (%v), want 3 entries", r.stdout, err)
+	}
+	// Every write carried the token; reads none.
+	for _, req := range api.Requests() {
+		auth := req.Header.Get("Authorization")
+		if req.Method == http.MethodPost && auth != "Bearer s3cret" || req.Method == http.MethodGet && auth != "" {
+			t.Errorf("%s %s: Authorization %q", req.Method, req.Path, auth)
+		}
+	}
+}
+
+func TestClientFlagsWinOverEnv(t *testing.T) {
+	t.Parallel()
+	api, vars := cliServer(t)
+	good := vars["EXECDB_SERVER"]
+	vars["EXECDB_SERVER"] = "http://127.0.0.1:1"
+	vars["EXECDB_TOKEN"] = "wrong"
+	r := runCLI(t, vars, "job", "create", "--server", good, "--token", "s3cret", "--taskname", "t", "--item", "i", "--item-type", "k")
+	wantCode(t, r, exitOK)
+	if !strings.Contains(r.stdout, "Created job") {
+		t.Errorf("create: got %q", r.stdout)
+	}
+	if n := len(api.Jobs()); n != 1 {
+		t.Errorf("jobs: got %d, want 1", n)
+	}
+}
+
+func TestClientCreateRepeated(t *testing.T) {
+	t.Parallel()
+	api, vars := cliServer(t)
+	a := createJob(t, vars, "--request-id", "trigger-7")
+	r := runCLI(t, vars, "job", "create", "--taskname", "rpmlint", "--item", "foo-1.0-1.fc40", "--item-type", "koji_build", "--request-id", "trigger-7")
+	wantCode(t, r, exitOK)
+	if !strings.Contains(r.stdout, "already existed") || !strings.Contains(r.stdout, a.String()) {
+		t.Errorf("repeated create: got %q, want the existing job", r.stdout)
+	}
+	if n := len(api.Jobs()); n != 1 {
+		t.Errorf("jobs: got %d, want 1", n)
+	}
+	given := uuid.New()
+	if got := createJob(t, vars, "--uuid", given.String()); got != given {
+		t.Errorf("create --uuid: got %s, want %s", got, given)
+	}
+}
+
+func TestClientStatusFileCases(t *testing.T) {
+	t.Parallel()
+	_, vars := cliServer(t)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name, path string
+		state      statemachine.State
+		reason     string
+	}{
+		{"finished", write("ok.json", `{"state":"FINISHED"}`), statemachine.Finished, ""},
+		{"missing", filepath.Join(dir, "absent.json"), statemachine.Crashed, "STATUS_FILE_MISSING"},
+		{"empty", write("empty.json", ""), statemachine.Crashed, "STATUS_FILE_INVALID"},
+		{"unparsable", write("bad.json", "{state: FINISHED}"), statemachine.Crashed, "STATUS_FILE_INVALID"},
+		{"unknown field", write("typo.json", `{"state":"FINISHED","sate":"x"}`), statemachine.Crashed, "STATUS_FILE_INVALID"},
+	}
+	for _, c := range cases {
+		id := createJob(t, vars)
+		r := runCLI(t, vars, "job", "finish", id.String(), "--status-file", c.path, "--json")
+		wantCode(t, r, exitOK)
+		var job statemachine.Job
+		if err := json.Unmarshal([]byte(r.stdout), &job); err != nil {
+			t.Fatalf("%s: stdout %q: %v", c.name, r.stdout, err)
+		}
+		if job.State != c.state {
+			t.Errorf("%s: state %s, want %s", c.name, job.State, c.state)
+		}
+		if c.reason == "" {
+			if r.stderr != "" {
+				t.Errorf("%s: stderr %q, want nothing", c.name, r.stderr)
+			}
+			continue
+		}
+		if got := job.Crash.KeyVals["reason"]; len(got) != 1 || got[0] != c.reason ||
+			job.Crash.Notify != statemachine.NotifyTaskotron || job.Crash.Cause != statemachine.CauseUnknown {
+			t.Errorf("%s: crash %+v, want taskotron/unknown reason=%s", c.name, job.Crash, c.reason)
+		}
+		if !strings.Contains(r.stderr, c.path) || !strings.Contains(r.stderr, "reason="+c.reason) {
+			t.Errorf("%s: stderr %q, want a warning naming the file and the reason", c.name, r.stderr)
+		}
+	}
+}
+
+func TestClientFinishCrashedFlags(t *testing.T) {
+	t.Parallel()
+	_, vars := cliServer(t)
+	id := createJob(t, vars)
+	r := runCLI(t, vars, "job", "finish", id.String(), "--crashed", "--notify", "task", "--cause", "task", "--fatal",
+		"--kv", "step=FORMULA_PARSING", "--kv", "error=line 12: unknown directive", "--finished-at", "2024-05-01T12:00:00Z",
+		"--artifacts-url", "http://artifacts/x", "--json")
+	wantCode(t, r, exitOK)
+	var job statemachine.Job
+	json.Unmarshal([]byte(r.stdout), &job)
+	c := job.Crash
+	if c == nil || c.Notify != "task" || c.Cause != "task" || !c.Fatal || c.KeyVals["error"][0] != "line 12: unknown directive" ||
+		job.ArtifactsURL != "http://artifacts/x" || job.FinishedAt == nil || job.FinishedAt.Hour() != 12 {
+		t.Errorf("finish --crashed: got %+v crash %+v", job, c)
+	}
+	// The same report again is fine; another one is refused with the job as it stands.
+	r = runCLI(t, vars, "job", "finish", id.String(), "--crashed", "--notify", "task", "--cause", "task", "--fatal",
+		"--kv", "step=FORMULA_PARSING", "--kv", "error=line 12: unknown directive")
+	wantCode(t, r, exitOK)
+	r = runCLI(t, vars, "job", "finish", id.String(), "--finished")
+	wantCode(t, r, exitRefused)
+	for _, w := range []string{"409", "conflict", "the job as it stands", "CRASHED (notify=task cause=task fatal"} {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("conflicting finish: stderr lacks %q:\n%s", w, r.stderr)
+		}
+	}
+	// A late start is refused too.
+	r = runCLI(t, vars, "job", "start", id.String())
+	wantCode(t, r, exitRefused)
+	// With --json the answer's body goes to stdout as well.
+	r = runCLI(t, vars, "job", "finish", id.String(), "--finished", "--json")
+	wantCode(t, r, exitRefused)
+	var body struct {
+		Error struct{ Status int }
+		Job   statemachine.Job
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &body); err != nil || body.Error.Status != 409 || body.Job.UUID != id {
+		t.Errorf("conflicting finish --json: stdout %q, want the error body with the job", r.stdout)
+	}
+}
+
+func TestClientRefusals(t *testing.T) {
+	t.Parallel()
+	_, vars := cliServer(t)
+	r := runCLI(t, vars, "job", "show", uuid.NewString())
+	wantCode(t, r, exitRefused)
+	if !strings.Contains(r.stderr, "404") {
+		t.Errorf("unknown job: stderr %q, want the 404", r.stderr)
+	}
+	noToken := map[string]string{"EXECDB_SERVER": vars["EXECDB_SERVER"]}
+	r = runCLI(t, noToken, "job", "create", "--taskname", "t", "--item", "i", "--item-type", "k")
+	wantCode(t, r, exitRefused)
+	if !strings.Contains(r.stderr, "401") || !strings.Contains(r.stderr, "missing token") {
+		t.Errorf("no token: stderr %q, want the 401 and its message", r.stderr)
+	}
+
+	// A 400 names the field.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte(`{"error":{"status":400,"message":"must be one of minion, task","field":"crash.cause"}}`))
+	}))
+	defer srv.Close()
+	r = runCLI(t, map[string]string{"EXECDB_SERVER": srv.URL}, "job", "finish", uuid.NewString(), "--crashed")
+	wantCode(t, r, exitRefused)
+	if !strings.Contains(r.stderr, "must be one of minion, task") || !strings.Contains(r.stderr, "field crash.cause") {
+		t.Errorf("400: stderr %q, want the message and the field", r.stderr)
+	}
+}
+
+func TestClientRetries(t *testing.T) {
+	t.Parallel()
+	api, vars := cliServer(t)
+	id := createJob(t, vars)
+	api.Inject(clienttest.Fault{Status: 503}, clienttest.Fault{Status: 500, Apply: true})
+	r := runCLI(t, vars, "job", "finish", id.String(), "--finished")
+	wantCode(t, r, exitOK)
+	if strings.Count(r.stderr, "retrying") != 2 {
+		t.Errorf("stderr %q, want two retry notes", r.stderr)
+	}
+	if !strings.Contains(r.stdout, "FINISHED") {
+		t.Errorf("stdout %q, want the finished job", r.stdout)
+	}
+
+	// Nobody listening, a short timeout: exit 1 saying so.
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	start := time.Now()
+	r = runCLI(t, map[string]string{"EXECDB_SERVER": "http://" + addr}, "job", "show", id.String(), "--timeout", "100ms")
+	wantCode(t, r, exitRefused)
+	if !strings.Contains(r.stderr, "gave up after") || !strings.Contains(r.stderr, "refused") {
+		t.Errorf("unreachable: stderr %q, want it to give up on the refused connection", r.stderr)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("unreachable: took %s with a 100ms timeout", d)
+	}
+}
+
+// TestClientServerComesUpLate: a finish survives an ExecDB restart: the port refuses connections
+// until the server comes up, and the command retries until it does.
+func TestClientServerComesUpLate(t *testing.T) {
+	t.Parallel()
+	api, vars := cliServer(t)
+	id := createJob(t, vars)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	done := make(chan *httptest.Server, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("listen on %s again: %v", addr, err)
+			done <- nil
+			return
+		}
+		srv := httptest.NewUnstartedServer(api)
+		srv.Listener = l
+		srv.Start()
+		done <- srv
+	}()
+	vars["EXECDB_SERVER"] = "http://" + addr
+	r := runCLI(t, vars, "job", "finish", id.String(), "--finished", "--timeout", "20s")
+	if srv := <-done; srv != nil {
+		defer srv.Close()
+	}
+	wantCode(t, r, exitOK)
+	if !strings.Contains(r.stderr, "retrying") {
+		t.Errorf("stderr %q, want retry notes", r.stderr)
+	}
+	if jobs := api.Jobs(); jobs[0].State != statemachine.Finished {
+		t.Errorf("state: got %s, want FINISHED", jobs[0].State)
+	}
+}
+
+func TestClientReschedule(t *testing.T) {
+	t.Parallel()
+	api, vars := cliServer(t)
+	id := createJob(t, vars)
+	wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--crashed", "--cause", "task", "--fatal"), exitOK)
+	r := runCLI(t, vars, "job", "reschedule", id.String())
+	wantCode(t, r, exitRefused)
+	if !strings.Contains(r.stderr, "fatal") {
+		t.Errorf("reschedule of a fatal crash: stderr %q", r.stderr)
+	}
+	r = runCLI(t, vars, "job", "reschedule", id.String(), "--force")
+	wantCode(t, r, exitOK)
+	if !strings.Contains(r.stdout, "Rescheduled "+id.String()) || !strings.Contains(r.stdout, "attempt:") {
+		t.Errorf("reschedule --force: got %q", r.stdout)
+	}
+	reqs := api.Requests()
+	if last := reqs[len(reqs)-1]; string(last.Body) != `{"force":true}` {
+		t.Errorf("reschedule --force: body %s, want {\"force\":true}", last.Body)
+	}
+	r = runCLI(t, vars, "job", "reschedule", id.String())
+	wantCode(t, r, exitOK)
+	if !strings.Contains(r.stdout, "already rescheduled") {
+		t.Errorf("repeated reschedule: got %q", r.stdout)
+	}
+}
+
+func TestClientJobsAndStats(t *testing.T) {
+	t.Parallel()
+	api, vars := cliServer(t)
+	var crashed []uuid.UUID
+	for i, cause := range []string{"minion", "minion", "network", ""} {
+		id := createJob(t, vars, "--data", "n="+string(rune('0'+i)))
+		args := []string{"job", "finish", id.String(), "--finished"}
+		if cause != "" {
+			args = []string{"job", "finish", id.String(), "--crashed", "--notify", "taskotron", "--cause", cause, "--kv", "reason=TIMED_OUT"}
+			crashed = append(crashed, id)
+		}
+		wantCode(t, runCLI(t, vars, args...), exitOK)
+	}
+	r := runCLI(t, vars, "jobs", "state=CRASHED", "--filter", "taskname=rpmlint")
+	wantCode(t, r, exitOK)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[0], "UUID") || !strings.Contains(lines[0], "CRASH") {
+		t.Fatalf("jobs: got\n%s\nwant a header and 3 rows", r.stdout)
+	}
+	if !strings.Contains(r.stdout, crashed[0].String()) || !strings.Contains(r.stdout, "taskotron/minion") {
+		t.Errorf("jobs: got\n%s", r.stdout)
+	}
+	reqs := api.Requests()
+	if q := reqs[len(reqs)-1].Query; q != "state=CRASHED&taskname=rpmlint" {
+		t.Errorf("jobs: query %q", q)
+	}
+
+	r = runCLI(t, vars, "stats", "state=CRASHED", "--group-by", "cause", "--group-by", "kv.reason", "--bucket", "day")
+	wantCode(t, r, exitOK)
+	for _, w := range []string{"CAUSE", "KV.REASON", "COUNT", "PERCENT", "minion", "66.7%", "network", "33.3%", "TIMED_OUT"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("stats: output lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	reqs = api.Requests()
+	if q := reqs[len(reqs)-1].Query; q != "bucket=day&group_by=cause%2Ckv.reason&state=CRASHED" {
+		t.Errorf("stats: query %q", q)
+	}
+	r = runCLI(t, vars, "stats", "--json")
+	wantCode(t, r, exitOK)
+	if !json.Valid([]byte(r.stdout)) {
+		t.Errorf("stats --json: got %q, want JSON", r.stdout)
+	}
+}
+
+func TestPrintStatsGeneric(t *testing.T) {
+	t.Parallel()
+	var rows []map[string]any
+	json.Unmarshal([]byte(`[
+		{"group":{"cause":"minion","kv.reason":null},"bucket":"2024-05-01","count":3,"share":0.75,"run_time":{"p50":12.5,"hist":[1,2]}},
+		{"group":{"cause":"network"},"bucket":"2024-05-02","count":1,"share":0.25,"note":"x","list":[1]}
+	]`), &rows)
+	var b bytes.Buffer
+	printStats(&b, rows, []string{"kv.reason", "cause"})
+	want := "KV.REASON  CAUSE    BUCKET      COUNT  PERCENT  NOTE  RUN_TIME.P50\n" +
+		"-          minion   2024-05-01  3      75.0%    -     12.5\n" +
+		"-          network  2024-05-02  1      25.0%    x     -\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestParseInterleaved(t *testing.T) {
+	t.Parallel()
+	c := newCLI(env{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }}, "x", "", "")
+	var a string
+	c.stringVar(&a, "a", "")
+	pos, _, ok := c.parse([]string{"p1", "--a", "1", "p2", "--json", "--", "--p3"})
+	if !ok || a != "1" || !c.co.json || strings.Join(pos, " ") != "p1 p2 --p3" {
+		t.Errorf("got %v %q %v, want [p1 p2 --p3], a=1, json", pos, a, c.co.json)
+	}
+}
