@@ -688,3 +688,15 @@ func TestSurvivesKill(t *testing.T) {
 		t.Errorf("job committed before the kill: got %v, want it found", err)
 	}
 }
+
+func BenchmarkLifecycle(b *testing.B) {
+	backend, err := Open(context.Background(), filepath.Join(b.TempDir(), "execdb.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer backend.Close()
+	if err := backend.Migrate(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	storagetest.BenchmarkLifecycle(b, backend)
+}
