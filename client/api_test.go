@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
@@ -16,24 +15,21 @@ import (
 	"github.com/google/uuid"
 )
 
-// These tests run the client against clienttest, the imitation of the whole API.
+// These tests run the client against the real API (clienttest starts it on a SQLite database).
 
-func setup(t *testing.T) (*clienttest.API, *client.Client) {
+func setup(t *testing.T) (*clienttest.Server, *client.Client) {
 	t.Helper()
-	api := clienttest.New()
-	api.Token = "s3cret"
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
+	srv := clienttest.New(t, clienttest.Options{Token: "s3cret"})
 	c, err := client.New(srv.URL, "s3cret", client.WithBudget(5*time.Second), client.WithBackoff(time.Millisecond, 5*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return api, c
+	return srv, c
 }
 
 func TestLifecycle(t *testing.T) {
 	t.Parallel()
-	api, c := setup(t)
+	srv, c := setup(t)
 	ctx := context.Background()
 	created, err := c.CreateJob(ctx, client.CreateJobRequest{
 		TaskName: "rpmlint", Item: "foo-1.0-1.fc40", ItemType: "koji_build",
@@ -107,21 +103,87 @@ func TestLifecycle(t *testing.T) {
 			break
 		}
 	}
+	if jobs := srv.Jobs(t); len(jobs) != 1 || jobs[0].State != statemachine.Crashed {
+		t.Errorf("jobs in the database: got %+v, want the one CRASHED job", jobs)
+	}
+}
+
+// crashed makes a job and reports it CRASHED, fatally or not.
+func crashed(t *testing.T, c *client.Client, fatal bool) uuid.UUID {
+	t.Helper()
+	ctx := context.Background()
+	j, err := c.CreateJob(ctx, client.CreateJobRequest{TaskName: "rpmlint", Item: "foo-1.0-1.fc40", ItemType: "koji_build",
+		Data: statemachine.KeyVals{"koji_tag": {"f40"}}})
+	if err != nil {
+		t.Fatalf("CreateJob: %v", err)
+	}
+	end := statemachine.End{State: statemachine.Crashed, Crash: &statemachine.Crash{Cause: statemachine.CauseMinion, Fatal: fatal}}
+	if _, err := c.FinishJob(ctx, j.Job.UUID, end); err != nil {
+		t.Fatalf("FinishJob: %v", err)
+	}
+	return j.Job.UUID
+}
+
+// skipUnlessRescheduling skips the test while the server answers reschedules with 501.
+func skipUnlessRescheduling(t *testing.T, err error) {
+	t.Helper()
+	if client.StatusOf(err) == http.StatusNotImplemented {
+		t.Skipf("the server answers POST /api/v1/jobs/{uuid}/reschedule with 501 (%v): rescheduling is not implemented yet", err)
+	}
+}
+
+// TestReschedule follows CONTRACT section 6: 201 with the successor of a crashed job, 200 with
+// the same successor when asked again; a fatal crash needs force, else 409.
+func TestReschedule(t *testing.T) {
+	t.Parallel()
+	srv, c := setup(t)
+	ctx := context.Background()
+	id := crashed(t, c, false)
 	r, err := c.RescheduleJob(ctx, id, false)
+	skipUnlessRescheduling(t, err)
 	if err != nil {
 		t.Fatalf("RescheduleJob: %v", err)
 	}
-	if !r.Created() || r.Job.Attempt != 2 || r.Job.RescheduledFrom == nil || *r.Job.RescheduledFrom != id {
-		t.Errorf("reschedule: got %d %+v", r.Status, r.Job)
+	if !r.Created() || r.Job.State != statemachine.Scheduled || r.Job.Attempt != 2 ||
+		r.Job.RescheduledFrom == nil || *r.Job.RescheduledFrom != id ||
+		r.Job.TaskName != "rpmlint" || r.Job.Data["koji_tag"][0] != "f40" {
+		t.Errorf("reschedule: got %d %+v, want 201 with a SCHEDULED attempt 2 of rpmlint from %s", r.Status, r.Job, id)
 	}
-	if n := len(api.Jobs()); n != 2 {
+	parent, err := c.Job(ctx, id)
+	if err != nil {
+		t.Fatalf("Job: %v", err)
+	}
+	if parent.Job.RescheduledTo == nil || *parent.Job.RescheduledTo != r.Job.UUID || parent.Job.State != statemachine.Crashed {
+		t.Errorf("parent: got %+v, want CRASHED with rescheduled_to %s", parent.Job, r.Job.UUID)
+	}
+	again, err := c.RescheduleJob(ctx, id, false)
+	if err != nil {
+		t.Fatalf("repeated RescheduleJob: %v", err)
+	}
+	if again.Created() || again.Job.UUID != r.Job.UUID {
+		t.Errorf("repeated reschedule: got %d %s, want 200 with %s", again.Status, again.Job.UUID, r.Job.UUID)
+	}
+	if n := len(srv.Jobs(t)); n != 2 {
 		t.Errorf("jobs: got %d, want 2", n)
+	}
+
+	fatal := crashed(t, c, true)
+	_, err = c.RescheduleJob(ctx, fatal, false)
+	if client.StatusOf(err) != http.StatusConflict {
+		t.Errorf("reschedule of a fatal crash without force: got %v, want 409", err)
+	}
+	forced, err := c.RescheduleJob(ctx, fatal, true)
+	if err != nil {
+		t.Fatalf("RescheduleJob with force: %v", err)
+	}
+	if !forced.Created() || forced.Job.RescheduledFrom == nil || *forced.Job.RescheduledFrom != fatal {
+		t.Errorf("forced reschedule: got %d %+v, want 201 with the successor of %s", forced.Status, forced.Job, fatal)
 	}
 }
 
 func TestCreateRepeatedIsIdempotent(t *testing.T) {
 	t.Parallel()
-	api, c := setup(t)
+	srv, c := setup(t)
 	ctx := context.Background()
 	req := client.CreateJobRequest{TaskName: "t", Item: "i", ItemType: "k", RequestID: "trigger-42"}
 	a, err := c.CreateJob(ctx, req)
@@ -135,7 +197,7 @@ func TestCreateRepeatedIsIdempotent(t *testing.T) {
 	if !a.Created() || b.Created() || a.Job.UUID != b.Job.UUID {
 		t.Errorf("got %d %s then %d %s, want 201 then 200 with the same job", a.Status, a.Job.UUID, b.Status, b.Job.UUID)
 	}
-	for _, r := range api.Requests() {
+	for _, r := range srv.Requests() {
 		if k := r.Header.Get("Idempotency-Key"); k != "trigger-42" {
 			t.Errorf("Idempotency-Key: got %q, want the request id", k)
 		}
@@ -146,19 +208,19 @@ func TestCreateRepeatedIsIdempotent(t *testing.T) {
 // retry carries the same Idempotency-Key and gets the same job, not a second one.
 func TestCreateRetryAfterLostAnswer(t *testing.T) {
 	t.Parallel()
-	api, c := setup(t)
-	api.Inject(clienttest.Fault{Status: 500, Apply: true}, clienttest.Fault{Status: 503})
+	srv, c := setup(t)
+	srv.Inject(clienttest.Fault{Status: 500, Apply: true}, clienttest.Fault{Status: 503})
 	resp, err := c.CreateJob(context.Background(), client.CreateJobRequest{TaskName: "t", Item: "i", ItemType: "k"})
 	if err != nil {
 		t.Fatalf("CreateJob: %v", err)
 	}
-	if jobs := api.Jobs(); len(jobs) != 1 || jobs[0].UUID != resp.Job.UUID {
+	if jobs := srv.Jobs(t); len(jobs) != 1 || jobs[0].UUID != resp.Job.UUID {
 		t.Fatalf("jobs: got %d, want the one job answered", len(jobs))
 	}
 	if resp.Created() {
 		t.Errorf("status: got 201, want 200 (the job the lost answer made)")
 	}
-	reqs := api.Requests()
+	reqs := srv.Requests()
 	if len(reqs) != 3 {
 		t.Fatalf("requests: got %d, want 3", len(reqs))
 	}
@@ -172,20 +234,20 @@ func TestCreateRetryAfterLostAnswer(t *testing.T) {
 
 func TestBadRequestNamesField(t *testing.T) {
 	t.Parallel()
-	api, c := setup(t)
+	srv, c := setup(t)
 	ctx := context.Background()
 	job, err := c.CreateJob(ctx, client.CreateJobRequest{TaskName: "t", Item: "i", ItemType: "k"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := len(api.Requests())
+	n := len(srv.Requests())
 	_, err = c.FinishJob(ctx, job.Job.UUID, statemachine.End{State: statemachine.Crashed,
 		Crash: &statemachine.Crash{Cause: "gremlins"}})
 	var apiErr *client.APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != 400 || apiErr.Field != "crash.cause" {
 		t.Fatalf("got %v, want 400 naming crash.cause", err)
 	}
-	if got := len(api.Requests()) - n; got != 1 {
+	if got := len(srv.Requests()) - n; got != 1 {
 		t.Errorf("requests: got %d, want 1 (a 400 is not retried)", got)
 	}
 	_, err = c.CreateJob(ctx, client.CreateJobRequest{TaskName: "t", ItemType: "k"})
@@ -196,7 +258,7 @@ func TestBadRequestNamesField(t *testing.T) {
 
 func TestUnknownJobAndToken(t *testing.T) {
 	t.Parallel()
-	api, c := setup(t)
+	srv, c := setup(t)
 	ctx := context.Background()
 	if _, err := c.Job(ctx, uuid.New()); client.StatusOf(err) != 404 {
 		t.Errorf("unknown job: got %v, want 404", err)
@@ -209,8 +271,8 @@ func TestUnknownJobAndToken(t *testing.T) {
 	if _, err := none.CreateJob(ctx, client.CreateJobRequest{TaskName: "t", Item: "i", ItemType: "k"}); client.StatusOf(err) != 401 {
 		t.Errorf("no token: got %v, want 401", err)
 	}
-	if len(api.Jobs()) != 0 {
-		t.Errorf("jobs: got %d, want none", len(api.Jobs()))
+	if jobs := srv.Jobs(t); len(jobs) != 0 {
+		t.Errorf("jobs: got %d, want none", len(jobs))
 	}
 }
 

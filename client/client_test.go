@@ -18,8 +18,8 @@ import (
 	"github.com/google/uuid"
 )
 
-// The tests of this file run against small handlers written for each case; clienttest_test.go
-// runs the client against the clienttest imitation of the whole API.
+// The tests of this file run against small handlers written for each case, for answers the
+// real API does not give on demand; api_test.go runs the client against the real API.
 
 // fast are options that keep retries in milliseconds.
 func fast(budget time.Duration) []Option {
