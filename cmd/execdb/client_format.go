@@ -172,115 +172,70 @@ func printJobList(w io.Writer, jobs []statemachine.Job, now time.Time) {
 	tw.Flush()
 }
 
-// printStats prints the rows of a stats answer, {"data": [{"group": {…}, "count": n,
-// "share": 0.x, …}]}, as a table: the group columns (in groupBy's order first), a bucket column
-// when rows have one, COUNT, PERCENT and the rows' other fields, flattened.
-func printStats(w io.Writer, rows []map[string]any, groupBy []string) {
+// statsRow is one row of GET /api/v1/stats (storage.StatsRow on the wire).
+type statsRow struct {
+	Group     map[string]*string `json:"group"`
+	Bucket    *time.Time         `json:"bucket"`
+	Count     int64              `json:"count"`
+	Share     float64            `json:"share"`
+	QueueWait *durations         `json:"queue_wait"`
+	RunTime   *durations         `json:"run_time"`
+}
+
+type durations struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	Max float64 `json:"max"`
+}
+
+// printStats prints a stats answer as a table: the group columns in groupBy's order, the bucket
+// when there is one, the count, its share, and the queue wait and run time percentiles.
+func printStats(w io.Writer, rows []statsRow, groupBy []string) {
 	if len(rows) == 0 {
 		fmt.Fprintln(w, "no jobs")
 		return
 	}
-	var groupCols []string
-	seen := map[string]bool{}
-	for _, g := range groupBy {
-		if !seen[g] {
-			seen[g] = true
-			groupCols = append(groupCols, g)
-		}
-	}
-	var more []string
-	extra := map[string]bool{}
-	for _, r := range rows {
-		if g, ok := r["group"].(map[string]any); ok {
-			var keys []string
-			for k := range g {
-				if !seen[k] {
-					seen[k] = true
-					keys = append(keys, k)
-				}
-			}
-			sort.Strings(keys)
-			groupCols = append(groupCols, keys...)
-		}
-		for k := range flatten(r) {
-			switch k {
-			case "group", "count", "share", "bucket":
-				continue
-			}
-			if !extra[k] {
-				extra[k] = true
-				more = append(more, k)
-			}
-		}
-	}
-	sort.Strings(more)
-	hasBucket := false
-	for _, r := range rows {
-		if _, ok := r["bucket"]; ok {
-			hasBucket = true
-		}
-	}
 	var header []string
-	for _, g := range groupCols {
+	for _, g := range groupBy {
 		header = append(header, strings.ToUpper(g))
 	}
+	hasBucket := rows[0].Bucket != nil
 	if hasBucket {
 		header = append(header, "BUCKET")
 	}
-	header = append(header, "COUNT", "PERCENT")
-	for _, k := range more {
-		header = append(header, strings.ToUpper(k))
-	}
+	header = append(header, "COUNT", "PERCENT", "WAIT P50", "WAIT P90", "RUN P50", "RUN P90", "RUN MAX")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, r := range rows {
 		var cells []string
-		g, _ := r["group"].(map[string]any)
-		for _, col := range groupCols {
-			cells = append(cells, formatCell(g[col]))
+		for _, g := range groupBy {
+			v := r.Group[g]
+			if v == nil {
+				cells = append(cells, "-")
+			} else {
+				cells = append(cells, *v)
+			}
 		}
 		if hasBucket {
-			cells = append(cells, formatCell(r["bucket"]))
+			cells = append(cells, r.Bucket.UTC().Format(time.RFC3339))
 		}
-		cells = append(cells, formatCell(r["count"]))
-		if share, ok := r["share"].(float64); ok {
-			cells = append(cells, strconv.FormatFloat(share*100, 'f', 1, 64)+"%")
-		} else {
-			cells = append(cells, "-")
-		}
-		flat := flatten(r)
-		for _, k := range more {
-			cells = append(cells, formatCell(flat[k]))
-		}
+		cells = append(cells, strconv.FormatInt(r.Count, 10), strconv.FormatFloat(r.Share*100, 'f', 1, 64)+"%")
+		cells = append(cells, seconds(r.QueueWait, func(d durations) float64 { return d.P50 }),
+			seconds(r.QueueWait, func(d durations) float64 { return d.P90 }),
+			seconds(r.RunTime, func(d durations) float64 { return d.P50 }),
+			seconds(r.RunTime, func(d durations) float64 { return d.P90 }),
+			seconds(r.RunTime, func(d durations) float64 { return d.Max }))
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	tw.Flush()
 }
 
-// flatten lists a stats row's scalar fields, and those of its objects (but group) one level down
-// as "object.field": {"run_time": {"p50": 3}} gives "run_time.p50". Lists are left out.
-func flatten(row map[string]any) map[string]any {
-	out := map[string]any{}
-	for k, v := range row {
-		switch v := v.(type) {
-		case []any:
-		case map[string]any:
-			if k == "group" {
-				out[k] = v
-				continue
-			}
-			for sub, sv := range v {
-				switch sv.(type) {
-				case []any, map[string]any:
-				default:
-					out[k+"."+sub] = sv
-				}
-			}
-		default:
-			out[k] = v
-		}
+// seconds formats one of a group's durations, rounded to the second, or "-" without any.
+func seconds(d *durations, pick func(durations) float64) string {
+	if d == nil {
+		return "-"
 	}
-	return out
+	return (time.Duration(pick(*d)*float64(time.Second))).Round(time.Second).String()
 }
 
 func formatCell(v any) string {

@@ -113,7 +113,7 @@ How often did minion creation fail last month, by reason?
 		return exitOK
 	}
 	var stats struct {
-		Data []map[string]any `json:"data"`
+		Data []statsRow `json:"data"`
 	}
 	if err := json.Unmarshal(resp.Body, &stats); err != nil {
 		return c.fail(fmt.Errorf("decode stats: %w", err))

@@ -540,18 +540,21 @@ func TestClientJobsAndStats(t *testing.T) {
 	}
 }
 
-func TestPrintStatsGeneric(t *testing.T) {
+func TestPrintStats(t *testing.T) {
 	t.Parallel()
-	var rows []map[string]any
-	json.Unmarshal([]byte(`[
-		{"group":{"cause":"minion","kv.reason":null},"bucket":"2024-05-01","count":3,"share":0.75,"run_time":{"p50":12.5,"hist":[1,2]}},
-		{"group":{"cause":"network"},"bucket":"2024-05-02","count":1,"share":0.25,"note":"x","list":[1]}
+	var rows []statsRow
+	err := json.Unmarshal([]byte(`[
+		{"group":{"cause":"minion","kv.reason":null},"bucket":"2024-05-01T00:00:00Z","count":3,"share":0.75,"queue_wait":{"p50":12.4,"p90":30,"max":31},"run_time":{"p50":90,"p90":3600,"max":4000}},
+		{"group":{"cause":"network","kv.reason":"DNS"},"bucket":"2024-05-02T00:00:00Z","count":1,"share":0.25,"queue_wait":null,"run_time":null}
 	]`), &rows)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var b bytes.Buffer
 	printStats(&b, rows, []string{"kv.reason", "cause"})
-	want := "KV.REASON  CAUSE    BUCKET      COUNT  PERCENT  NOTE  RUN_TIME.P50\n" +
-		"-          minion   2024-05-01  3      75.0%    -     12.5\n" +
-		"-          network  2024-05-02  1      25.0%    x     -\n"
+	want := "KV.REASON  CAUSE    BUCKET                COUNT  PERCENT  WAIT P50  WAIT P90  RUN P50  RUN P90  RUN MAX\n" +
+		"-          minion   2024-05-01T00:00:00Z  3      75.0%    12s       30s       1m30s    1h0m0s   1h6m40s\n" +
+		"DNS        network  2024-05-02T00:00:00Z  1      25.0%    -         -         -        -        -\n"
 	if b.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}
