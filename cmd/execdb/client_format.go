@@ -235,24 +235,7 @@ func seconds(d *durations, pick func(durations) float64) string {
 	if d == nil {
 		return "-"
 	}
-	return (time.Duration(pick(*d)*float64(time.Second))).Round(time.Second).String()
-}
-
-func formatCell(v any) string {
-	switch v := v.(type) {
-	case nil:
-		return "-"
-	case string:
-		if v == "" {
-			return `""`
-		}
-		return v
-	case float64:
-		return strconv.FormatFloat(v, 'f', -1, 64)
-	default:
-		b, _ := json.Marshal(v)
-		return string(b)
-	}
+	return (time.Duration(pick(*d) * float64(time.Second))).Round(time.Second).String()
 }
 
 // formatKeyVals prints key-values the way the command line takes them: key=value, a key
