@@ -1,7 +1,78 @@
 package storage
 
-// Rescheduler is what the watchdog and rescheduling need from a backend beyond the core.
-type Rescheduler interface{}
+import (
+	"context"
+	"time"
 
-// RescheduleTx is what rescheduling needs inside a transaction beyond the core.
-type RescheduleTx interface{}
+	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/google/uuid"
+)
+
+// Rescheduler is what the watchdog and rescheduling need from a backend beyond the core.
+// Implementations are safe for concurrent use.
+type Rescheduler interface {
+	// RetryStats counts, for the crashed jobs matching q.Filter that were rescheduled, how their
+	// successors fared, grouped and bucketed as q says (on the crashed jobs' fields).
+	RetryStats(ctx context.Context, q StatsQuery) (RetryStatsResult, error)
+}
+
+// AutoStatus is where a crashed job stands with the automatic rescheduler.
+type AutoStatus string
+
+// The automatic rescheduler's marks on a crashed job. A job it has not looked at has none ("").
+const (
+	AutoUndecided AutoStatus = ""
+	// AutoPlanned: a successor is due at the recorded time.
+	AutoPlanned AutoStatus = "planned"
+	// AutoDeclined: no successor; the reason is in the job's history.
+	AutoDeclined AutoStatus = "declined"
+	// AutoDone: the planned successor was made (or the job had one by then).
+	AutoDone AutoStatus = "done"
+	// AutoPredates: the job crashed before the database knew about automatic rescheduling;
+	// migrations mark such jobs so that switching it on does not retry old crashes.
+	AutoPredates AutoStatus = "predates"
+)
+
+// RescheduleTx is what the watchdog and rescheduling need inside a transaction beyond the core.
+// The Claim methods lock what they return until the transaction ends and skip what another
+// transaction holds, so that concurrent sweeps (several serve processes on one database) get
+// different jobs; each returns only jobs that, as locked, still match.
+type RescheduleTx interface {
+	// ClaimOverdue returns up to limit jobs in state (RUNNING or SCHEDULED) whose started_at
+	// (RUNNING) or created_at (SCHEDULED) is before the given time, oldest first.
+	ClaimOverdue(ctx context.Context, state statemachine.State, before time.Time, limit int) ([]uuid.UUID, error)
+	// ClaimUndecided returns up to limit CRASHED jobs without an automatic-reschedule mark,
+	// oldest first.
+	ClaimUndecided(ctx context.Context, limit int) ([]uuid.UUID, error)
+	// ClaimDue returns up to limit jobs marked AutoPlanned whose due time is at or before now,
+	// soonest due first.
+	ClaimDue(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error)
+	// MarkAuto sets the job's automatic-reschedule mark to `to` (with its due time for
+	// AutoPlanned, nil otherwise) if it is `from`, and reports whether it was.
+	MarkAuto(ctx context.Context, id uuid.UUID, from, to AutoStatus, dueAt *time.Time) (bool, error)
+}
+
+// RetryStatsRow is one group of a retry statistics answer.
+type RetryStatsRow struct {
+	// Group maps each group_by field to the crashed jobs' value; nil where a job lacks it.
+	Group map[Field]*string `json:"group"`
+	// Bucket is the start of the time bucket (of the crashed jobs' created_at), when bucketing.
+	Bucket *time.Time `json:"bucket,omitempty"`
+	// Rescheduled counts the crashed jobs that got a successor.
+	Rescheduled int64 `json:"rescheduled"`
+	// Finished, Crashed and Pending count the successors by their state: FINISHED, CRASHED,
+	// and SCHEDULED or RUNNING.
+	Finished int64 `json:"finished"`
+	Crashed  int64 `json:"crashed"`
+	Pending  int64 `json:"pending"`
+	// SuccessRate is Finished / (Finished + Crashed): how often a retry helped; nil while no
+	// successor has ended.
+	SuccessRate *float64 `json:"success_rate"`
+}
+
+// RetryStatsResult is a retry statistics answer: Total rescheduled crashed jobs matched, Rows
+// ordered by Rescheduled (descending), then group values and bucket.
+type RetryStatsResult struct {
+	Total int64           `json:"total"`
+	Rows  []RetryStatsRow `json:"data"`
+}

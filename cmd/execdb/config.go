@@ -26,6 +26,7 @@ type serveConfig struct {
 	RunTimeout      time.Duration
 	ScheduleTimeout time.Duration
 	AutoReschedule  int
+	RescheduleDelay time.Duration
 	LogFormat       string
 }
 
@@ -72,6 +73,7 @@ func settings() []setting {
 			c.AutoReschedule = n
 			return nil
 		}},
+		durationSetting("reschedule-delay", "EXECDB_RESCHEDULE_DELAY", "30s", "wait before the first automatic reschedule of a crash; doubles with each further attempt", func(c *serveConfig) *time.Duration { return &c.RescheduleDelay }),
 		{"log-format", "EXECDB_LOG_FORMAT", "json", "log format: json or console", func(c *serveConfig, v string) error {
 			if v != "json" && v != "console" {
 				return fmt.Errorf("want json or console, got %q", v)

@@ -1,0 +1,874 @@
+package storagetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/fedora-qa/execdb/storage"
+	"github.com/google/uuid"
+)
+
+// rescheduleTests cover rescheduling (one job, in bulk, automatically), the watchdog and retry
+// statistics, including that concurrent sweeps act exactly once.
+var rescheduleTests = []test{
+	{"RescheduleMakesLinkedSuccessor", testReschedule},
+	{"RescheduleIsIdempotent", testRescheduleIdempotent},
+	{"RescheduleRefusals", testRescheduleRefusals},
+	{"RescheduleChain", testRescheduleChain},
+	{"ConcurrentReschedulesOfOneJob", testConcurrentReschedules},
+	{"RescheduleBulk", testRescheduleBulk},
+	{"WatchdogCrashesOverdueJobs", testWatchdog},
+	{"WatchdogSweepsConcurrently", testWatchdogConcurrent},
+	{"AutoReschedule", testAutoReschedule},
+	{"AutoRescheduleDeclines", testAutoDeclines},
+	{"AutoRescheduleAfterManual", testAutoAfterManual},
+	{"AutoRescheduleSweepsConcurrently", testAutoConcurrent},
+	{"RetryStats", testRetryStats},
+}
+
+// manualClock is a Store clock that moves only when told to.
+type manualClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) Advance(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	return c.now
+}
+
+// clockedStore returns a store on a fresh backend whose clock moves only when told to.
+func clockedStore(t *testing.T, open Open) (*storage.Store, storage.Backend, *manualClock) {
+	t.Helper()
+	b := open(t)
+	c := &manualClock{now: t0}
+	return storage.New(b, storage.Config{TopicPrefix: "org.example", Now: c.Now}), b, c
+}
+
+func crashedJob(t *testing.T, s *storage.Store, n statemachine.NewJob, fatal bool) statemachine.Job {
+	t.Helper()
+	j := create(t, s, n)
+	ev := crash(statemachine.CauseMinion, statemachine.KeyVals{"step": {"MINION_CREATION"}})
+	ev.End.Crash.Fatal = fatal
+	return apply(t, s, j.UUID, ev).Job
+}
+
+func reschedule(t *testing.T, s *storage.Store, id uuid.UUID, force bool) storage.RescheduleResult {
+	t.Helper()
+	r, err := s.Reschedule(context.Background(), id, storage.RescheduleOptions{Force: force, Reason: "flaky minion"}, httpMeta("resched"))
+	if err != nil {
+		t.Fatalf("reschedule %s: %v", id, err)
+	}
+	return r
+}
+
+// entries returns the history entries of a job of the given kind.
+func entries(t *testing.T, b storage.Backend, id uuid.UUID, kind statemachine.EventKind) []storage.HistoryEntry {
+	t.Helper()
+	hist, err := b.History(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []storage.HistoryEntry
+	for _, h := range hist {
+		if h.Kind == kind {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func detailOf(t *testing.T, h storage.HistoryEntry) map[string]any {
+	t.Helper()
+	var d map[string]any
+	if err := json.Unmarshal(h.Detail, &d); err != nil {
+		t.Fatalf("history detail %s: %v", h.Detail, err)
+	}
+	return d
+}
+
+// messagesFor returns the outbox messages of a job.
+func messagesFor(t *testing.T, b storage.Backend, id uuid.UUID) []storage.OutboxMessage {
+	t.Helper()
+	var out []storage.OutboxMessage
+	for _, m := range outbox(t, b) {
+		if m.JobUUID == id {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func testReschedule(t *testing.T, open Open) {
+	s, b := newStore(t, open)
+	n := newJob()
+	n.Arch = "x86_64"
+	n.Data = statemachine.KeyVals{"koji_tag": {"f45-updates"}, "critpath": {"zsh", "bash"}}
+	n.Source = &statemachine.Source{MsgID: "2026-koji-1", Topic: "org.fedoraproject.prod.buildsys.build.state.change"}
+	parent := crashedJob(t, s, n, false)
+	r := reschedule(t, s, parent.UUID, false)
+	if !r.Created {
+		t.Fatal("got Created false for a first reschedule")
+	}
+	succ := readBack(t, b, r.Successor)
+	if succ.State != statemachine.Scheduled || succ.TaskName != n.TaskName || succ.Item != n.Item ||
+		succ.ItemType != n.ItemType || succ.Arch != "x86_64" || !reflect.DeepEqual(succ.Data, n.Data) ||
+		succ.Source == nil || *succ.Source != *n.Source {
+		t.Errorf("successor does not repeat the trigger: %s", js(succ))
+	}
+	if succ.Attempt != 2 || succ.RescheduledFrom == nil || *succ.RescheduledFrom != parent.UUID || succ.RescheduledTo != nil {
+		t.Errorf("successor lineage: got attempt %d from %v to %v, want 2 %s nil", succ.Attempt, succ.RescheduledFrom, succ.RescheduledTo, parent.UUID)
+	}
+	if succ.UUID == parent.UUID || succ.UUID.Version() != 7 || succ.RequestID != "reschedule:"+parent.UUID.String() {
+		t.Errorf("successor uuid %s (v%d) request_id %q", succ.UUID, succ.UUID.Version(), succ.RequestID)
+	}
+	if succ.Crash != nil || succ.StartedAt != nil || succ.FinishedAt != nil || succ.Runner != nil {
+		t.Errorf("successor carries the parent's run: %s", js(succ))
+	}
+	got := readBack(t, b, r.Parent)
+	if got.State != statemachine.Crashed || got.RescheduledTo == nil || *got.RescheduledTo != succ.UUID || got.Crash == nil ||
+		!reflect.DeepEqual(got.Crash.KeyVals, statemachine.KeyVals{"step": {"MINION_CREATION"}}) {
+		t.Errorf("parent after reschedule: %s", js(got))
+	}
+
+	ph := entries(t, b, parent.UUID, statemachine.EventReschedule)
+	if len(ph) != 1 || ph[0].Verdict != statemachine.Applied || ph[0].Origin != statemachine.OriginHTTP || ph[0].Actor != "tester" ||
+		ph[0].StateFrom != statemachine.Crashed || ph[0].StateTo != statemachine.Crashed {
+		t.Fatalf("parent history: got %s", js(ph))
+	}
+	d := detailOf(t, ph[0])
+	if d["why"] != "manual" || d["force"] != false || d["reason"] != "flaky minion" || d["successor"] != succ.UUID.String() {
+		t.Errorf("parent history detail: got %s", ph[0].Detail)
+	}
+	sh := entries(t, b, succ.UUID, statemachine.EventCreate)
+	if len(sh) != 1 || sh[0].Verdict != statemachine.Applied || sh[0].Actor != "tester" || sh[0].StateTo != statemachine.Scheduled {
+		t.Fatalf("successor history: got %s", js(sh))
+	}
+	if d := detailOf(t, sh[0]); d["why"] != "manual" || d["rescheduled_from"] != parent.UUID.String() || d["reason"] != "flaky minion" {
+		t.Errorf("successor history detail: got %s", sh[0].Detail)
+	}
+
+	msgs := messagesFor(t, b, succ.UUID)
+	if len(msgs) != 1 || msgs[0].Topic != "org.example.execdb.job.scheduled" {
+		t.Fatalf("successor messages: got %s", js(msgs))
+	}
+	var body map[string]any
+	json.Unmarshal(msgs[0].Body, &body)
+	if body["previous_state"] != nil || body["attempt"] != float64(2) || body["rescheduled_from"] != parent.UUID.String() {
+		t.Errorf("scheduled message body: got %s", msgs[0].Body)
+	}
+	if n := len(messagesFor(t, b, parent.UUID)); n != 2 {
+		t.Errorf("parent messages: got %d, want 2 (scheduled, crashed): rescheduling announces only the successor", n)
+	}
+}
+
+func testRescheduleIdempotent(t *testing.T, open Open) {
+	s, b := newStore(t, open)
+	parent := crashedJob(t, s, newJob(), false)
+	first := reschedule(t, s, parent.UUID, false)
+	again := reschedule(t, s, parent.UUID, false)
+	if again.Created || again.Successor.UUID != first.Successor.UUID {
+		t.Errorf("second reschedule: got created=%v successor %s, want false %s", again.Created, again.Successor.UUID, first.Successor.UUID)
+	}
+	// A fatal-looking force, or a repeat once the successor ran, changes nothing either.
+	apply(t, s, first.Successor.UUID, start(nil))
+	third := reschedule(t, s, parent.UUID, true)
+	if third.Created || third.Successor.UUID != first.Successor.UUID || third.Successor.State != statemachine.Running {
+		t.Errorf("third reschedule: got created=%v %s %s", third.Created, third.Successor.UUID, third.Successor.State)
+	}
+	ph := entries(t, b, parent.UUID, statemachine.EventReschedule)
+	if len(ph) != 3 || ph[0].Verdict != statemachine.Applied || ph[1].Verdict != statemachine.Duplicate || ph[2].Verdict != statemachine.Duplicate {
+		t.Errorf("parent history: got %s, want applied, duplicate, duplicate", js(ph))
+	}
+	if n := len(messagesFor(t, b, first.Successor.UUID)); n != 2 {
+		t.Errorf("successor messages: got %d, want 2 (scheduled, running)", n)
+	}
+	jobs, _, err := s.Search(context.Background(), storage.Filter{}, storage.Page{Limit: 10})
+	if err != nil || len(jobs) != 2 {
+		t.Errorf("got %d jobs (%v), want 2", len(jobs), err)
+	}
+}
+
+func testRescheduleRefusals(t *testing.T, open Open) {
+	s, b := newStore(t, open)
+	ctx := context.Background()
+	scheduled := create(t, s, newJob())
+	running := create(t, s, newJob())
+	apply(t, s, running.UUID, start(nil))
+	finished := create(t, s, newJob())
+	apply(t, s, finished.UUID, finish())
+	fatal := crashedJob(t, s, newJob(), true)
+	before := len(outbox(t, b))
+	for _, tc := range []struct {
+		name string
+		id   uuid.UUID
+		want statemachine.SkipReason
+	}{
+		{"scheduled", scheduled.UUID, statemachine.SkipNotCrashed},
+		{"running", running.UUID, statemachine.SkipNotCrashed},
+		{"finished", finished.UUID, statemachine.SkipNotCrashed},
+		{"fatal", fatal.UUID, statemachine.SkipFatal},
+	} {
+		_, err := s.Reschedule(ctx, tc.id, storage.RescheduleOptions{}, httpMeta("r"))
+		var refused *storage.RefusedError
+		if !errors.As(err, &refused) || refused.Reason != tc.want || refused.Job.UUID != tc.id {
+			t.Errorf("%s: got %v, want a refusal %s with the job", tc.name, err, tc.want)
+		}
+		if n := len(entries(t, b, tc.id, statemachine.EventReschedule)); n != 0 {
+			t.Errorf("%s: a refusal left %d history entries", tc.name, n)
+		}
+	}
+	if _, err := s.Reschedule(ctx, uuid.New(), storage.RescheduleOptions{}, httpMeta("r")); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("unknown job: got %v, want ErrNotFound", err)
+	}
+	if after := len(outbox(t, b)); after != before {
+		t.Errorf("refusals queued %d messages", after-before)
+	}
+	r := reschedule(t, s, fatal.UUID, true)
+	if !r.Created || r.Successor.Attempt != 2 {
+		t.Errorf("forced reschedule of a fatal crash: got created=%v attempt %d", r.Created, r.Successor.Attempt)
+	}
+	if d := detailOf(t, entries(t, b, fatal.UUID, statemachine.EventReschedule)[0]); d["force"] != true {
+		t.Errorf("forced reschedule: detail %v, want force true", d)
+	}
+}
+
+func testRescheduleChain(t *testing.T, open Open) {
+	s, b := newStore(t, open)
+	job := crashedJob(t, s, newJob(), false)
+	ids := []uuid.UUID{job.UUID}
+	for attempt := 2; attempt <= 4; attempt++ {
+		r := reschedule(t, s, ids[len(ids)-1], false)
+		if r.Successor.Attempt != attempt || *r.Successor.RescheduledFrom != ids[len(ids)-1] {
+			t.Fatalf("attempt %d: got %d from %v", attempt, r.Successor.Attempt, r.Successor.RescheduledFrom)
+		}
+		ids = append(ids, r.Successor.UUID)
+		apply(t, s, r.Successor.UUID, crash(statemachine.CauseNetwork, nil))
+	}
+	for i, id := range ids[:len(ids)-1] {
+		j, _ := b.Job(context.Background(), id)
+		if j.RescheduledTo == nil || *j.RescheduledTo != ids[i+1] {
+			t.Errorf("job %d: rescheduled_to %v, want %s", i, j.RescheduledTo, ids[i+1])
+		}
+	}
+}
+
+func testConcurrentReschedules(t *testing.T, open Open) {
+	s, b := newStore(t, open)
+	s2 := storage.New(b, storage.Config{TopicPrefix: "org.example"})
+	parent := crashedJob(t, s, newJob(), false)
+	const writers = 10
+	results := make([]storage.RescheduleResult, writers)
+	errs := make([]error, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st := s
+			if i%2 == 1 {
+				st = s2
+			}
+			results[i], errs[i] = st.Reschedule(context.Background(), parent.UUID, storage.RescheduleOptions{}, httpMeta(fmt.Sprint(i)))
+		}()
+	}
+	wg.Wait()
+	created := 0
+	for i := range writers {
+		if errs[i] != nil {
+			t.Fatalf("writer %d: %v", i, errs[i])
+		}
+		if results[i].Created {
+			created++
+		}
+		if results[i].Successor.UUID != results[0].Successor.UUID {
+			t.Errorf("writer %d got successor %s, writer 0 %s", i, results[i].Successor.UUID, results[0].Successor.UUID)
+		}
+	}
+	if created != 1 {
+		t.Errorf("got %d successors made, want 1", created)
+	}
+	if n := len(messagesFor(t, b, results[0].Successor.UUID)); n != 1 {
+		t.Errorf("got %d scheduled messages, want 1", n)
+	}
+}
+
+func testRescheduleBulk(t *testing.T, open Open) {
+	s, b := newStore(t, open)
+	ctx := context.Background()
+	mk := func(task string) statemachine.NewJob { n := newJob(); n.TaskName = task; return n }
+	plain := crashedJob(t, s, mk("rpmlint"), false)
+	fatal := crashedJob(t, s, mk("rpmlint"), true)
+	done := crashedJob(t, s, mk("rpmlint"), false)
+	earlier := reschedule(t, s, done.UUID, false)
+	fin := create(t, s, mk("rpmlint"))
+	apply(t, s, fin.UUID, finish())
+	other := crashedJob(t, s, mk("depcheck"), false) // not matched by the filter
+	filter := parseFilter(t, s, "taskname=rpmlint")
+	before := len(outbox(t, b))
+
+	type outcome struct {
+		outcome   storage.BulkOutcome
+		reason    statemachine.SkipReason
+		successor bool
+	}
+	check := func(name string, res storage.BulkResult, want map[uuid.UUID]outcome, rescheduled, skipped int) {
+		t.Helper()
+		got := map[uuid.UUID]outcome{}
+		for _, it := range res.Items {
+			got[it.UUID] = outcome{it.Outcome, it.Reason, it.Successor != nil}
+		}
+		if !reflect.DeepEqual(got, want) || res.Matched != len(want) || res.Rescheduled != rescheduled || res.Skipped != skipped {
+			t.Errorf("%s: got %s\nwant %v, %d rescheduled, %d skipped", name, js(res), want, rescheduled, skipped)
+		}
+	}
+	dry, err := s.RescheduleBulk(ctx, filter, true, storage.RescheduleOptions{}, httpMeta("bulk-dry"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("dry run", dry, map[uuid.UUID]outcome{
+		plain.UUID:             {storage.BulkWouldReschedule, "", false},
+		fatal.UUID:             {storage.BulkSkipped, statemachine.SkipFatal, false},
+		done.UUID:              {storage.BulkSkipped, statemachine.SkipAlreadyRescheduled, true},
+		fin.UUID:               {storage.BulkSkipped, statemachine.SkipNotCrashed, false},
+		earlier.Successor.UUID: {storage.BulkSkipped, statemachine.SkipNotCrashed, false},
+	}, 1, 4)
+	if after := len(outbox(t, b)); after != before {
+		t.Fatalf("a dry run queued %d messages", after-before)
+	}
+	if j, _ := b.Job(ctx, plain.UUID); j.RescheduledTo != nil {
+		t.Fatal("a dry run rescheduled a job")
+	}
+
+	// The filter as the API gets it: only crashes.
+	crashes := parseFilter(t, s, "taskname=rpmlint&state=CRASHED")
+	res, err := s.RescheduleBulk(ctx, crashes, false, storage.RescheduleOptions{Reason: "minion outage"}, httpMeta("bulk-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("bulk", res, map[uuid.UUID]outcome{
+		plain.UUID: {storage.BulkRescheduled, "", true},
+		fatal.UUID: {storage.BulkSkipped, statemachine.SkipFatal, false},
+		done.UUID:  {storage.BulkSkipped, statemachine.SkipAlreadyRescheduled, true},
+	}, 1, 2)
+	if len(res.Successors) != 1 || res.Successors[0].RescheduledFrom == nil || *res.Successors[0].RescheduledFrom != plain.UUID {
+		t.Errorf("bulk successors: got %s", js(res.Successors))
+	}
+	ph := entries(t, b, plain.UUID, statemachine.EventReschedule)
+	if len(ph) != 1 || detailOf(t, ph[0])["why"] != "bulk" || detailOf(t, ph[0])["reason"] != "minion outage" || ph[0].Actor != "tester" {
+		t.Errorf("bulk history: got %s", js(ph))
+	}
+	if n := len(entries(t, b, done.UUID, statemachine.EventReschedule)); n != 1 {
+		t.Errorf("a bulk skip recorded history: %d reschedule entries on an already rescheduled job, want 1", n)
+	}
+
+	forced, err := s.RescheduleBulk(ctx, crashes, false, storage.RescheduleOptions{Force: true}, httpMeta("bulk-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("forced", forced, map[uuid.UUID]outcome{
+		plain.UUID: {storage.BulkSkipped, statemachine.SkipAlreadyRescheduled, true},
+		fatal.UUID: {storage.BulkRescheduled, "", true},
+		done.UUID:  {storage.BulkSkipped, statemachine.SkipAlreadyRescheduled, true},
+	}, 1, 2)
+	if j, _ := b.Job(ctx, other.UUID); j.RescheduledTo != nil {
+		t.Error("bulk rescheduled a job its filter does not match")
+	}
+	empty, err := s.RescheduleBulk(ctx, parseFilter(t, s, "taskname=nothing"), false, storage.RescheduleOptions{}, httpMeta("bulk-3"))
+	if err != nil || empty.Matched != 0 || empty.Items == nil {
+		t.Errorf("bulk matching nothing: got %s %v", js(empty), err)
+	}
+}
+
+// overdueSet creates jobs around the watchdog's limits (run 1h, schedule 2h) and returns the
+// ones it must crash, with the state each was in.
+func overdueSet(t *testing.T, s *storage.Store, c *manualClock) (overdue map[uuid.UUID]statemachine.State, spared []uuid.UUID) {
+	t.Helper()
+	overdue = map[uuid.UUID]statemachine.State{}
+	oldSched := create(t, s, newJob()) // created at t0
+	overdue[oldSched.UUID] = statemachine.Scheduled
+	oldRun := create(t, s, newJob())
+	apply(t, s, oldRun.UUID, start(nil)) // started at t0
+	overdue[oldRun.UUID] = statemachine.Running
+	oldDone := create(t, s, newJob())
+	apply(t, s, oldDone.UUID, finish())
+	oldCrash := crashedJob(t, s, newJob(), false)
+	// A job whose runner says it started long before ExecDB heard of it.
+	early := t0.Add(-3 * time.Hour)
+	c.Advance(90 * time.Minute)
+	lateStart := create(t, s, newJob()) // created at t0+90m
+	apply(t, s, lateStart.UUID, start(&early))
+	overdue[lateStart.UUID] = statemachine.Running
+	recentRun := create(t, s, newJob())
+	apply(t, s, recentRun.UUID, start(nil)) // started at t0+90m
+	recentSched := create(t, s, newJob())
+	c.Advance(40 * time.Minute) // now t0+130m
+	return overdue, []uuid.UUID{oldDone.UUID, oldCrash.UUID, recentRun.UUID, recentSched.UUID}
+}
+
+var timeouts = statemachine.Timeouts{Run: time.Hour, Schedule: 2 * time.Hour}
+
+func testWatchdog(t *testing.T, open Open) {
+	s, b, c := clockedStore(t, open)
+	ctx := context.Background()
+	overdue, spared := overdueSet(t, s, c)
+	before := map[uuid.UUID]statemachine.Job{}
+	for _, id := range spared {
+		before[id], _ = b.Job(ctx, id)
+	}
+	crashed, err := s.Watchdog(ctx, timeouts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(crashed) != len(overdue) {
+		t.Fatalf("got %d crashes, want %d: %s", len(crashed), len(overdue), js(crashed))
+	}
+	now := c.Now()
+	for _, r := range crashed {
+		last, ok := overdue[r.Job.UUID]
+		if !ok {
+			t.Fatalf("crashed %s, which is not overdue", r.Job.UUID)
+		}
+		got := readBack(t, b, r.Job)
+		reason := "TIMED_OUT"
+		if last == statemachine.Scheduled {
+			reason = "NEVER_STARTED"
+		}
+		want := statemachine.Crash{Notify: statemachine.NotifyTaskotron, Cause: statemachine.CauseUnknown, Fatal: false,
+			KeyVals: statemachine.KeyVals{"reason": {reason}, "detected_by": {"watchdog"}, "last_state": {string(last)}}}
+		if got.State != statemachine.Crashed || got.Crash == nil || !reflect.DeepEqual(*got.Crash, want) ||
+			r.Verdict != statemachine.Applied || r.StateFrom != last || got.FinishedAt == nil || !got.FinishedAt.Equal(now) {
+			t.Errorf("watchdog crash of a %s job: got %s, want %+v at %v", last, js(got), want, now)
+		}
+		ends := entries(t, b, r.Job.UUID, statemachine.EventEnd)
+		if len(ends) != 1 || ends[0].Origin != statemachine.OriginWatchdog || ends[0].Verdict != statemachine.Applied || ends[0].StateFrom != last {
+			t.Errorf("watchdog history: got %s", js(ends))
+		}
+		msgs := messagesFor(t, b, r.Job.UUID)
+		m := msgs[len(msgs)-1]
+		if m.Topic != "org.example.execdb.job.crashed.taskotron.unknown" || m.Headers["execdb_cause"] != "unknown" || m.Headers["fedora_messaging_severity"] != "30" {
+			t.Errorf("watchdog crash message: got %s %v", m.Topic, m.Headers)
+		}
+		var body map[string]any
+		json.Unmarshal(m.Body, &body)
+		if body["previous_state"] != string(last) {
+			t.Errorf("watchdog crash message: previous_state %v, want %s", body["previous_state"], last)
+		}
+	}
+	for _, id := range spared {
+		if got, _ := b.Job(ctx, id); !reflect.DeepEqual(normal(got), normal(before[id])) {
+			t.Errorf("the watchdog changed a job it must spare\n got %s\nwant %s", js(got), js(before[id]))
+		}
+	}
+	again, err := s.Watchdog(ctx, timeouts)
+	if err != nil || len(again) != 0 {
+		t.Errorf("second sweep: got %d crashes (%v), want none", len(again), err)
+	}
+	// Exactly at the limit a job is not overdue; a microsecond later it is.
+	c.Advance(time.Hour - 40*time.Minute) // t0+150m: recentRun started at t0+90m
+	if r, _ := s.Watchdog(ctx, timeouts); len(r) != 0 {
+		t.Errorf("at the run timeout: got %d crashes, want none", len(r))
+	}
+	c.Advance(time.Microsecond)
+	if r, _ := s.Watchdog(ctx, timeouts); len(r) != 1 || r[0].Job.UUID != spared[2] {
+		t.Errorf("past the run timeout: got %s, want the recent running job", js(r))
+	}
+	// A zero timeout switches that half off.
+	c.Advance(10 * time.Hour)
+	if r, _ := s.Watchdog(ctx, statemachine.Timeouts{Run: time.Hour}); len(r) != 0 {
+		t.Errorf("without a schedule timeout: got %d crashes, want none", len(r))
+	}
+
+	// The runner's own end arriving afterwards is a conflict, and changes nothing.
+	var runID uuid.UUID
+	for id, st := range overdue {
+		if st == statemachine.Running {
+			runID = id
+		}
+	}
+	crashedJob, _ := b.Job(ctx, runID)
+	for _, ev := range []statemachine.Event{finish(), crash(statemachine.CauseUnknown, nil)} {
+		res := apply(t, s, runID, ev)
+		if res.Verdict != statemachine.Conflict || res.Job.State != statemachine.Crashed {
+			t.Errorf("a real end after the watchdog: got %s %s, want conflict CRASHED", res.Verdict, res.Job.State)
+		}
+	}
+	if got, _ := b.Job(ctx, runID); !reflect.DeepEqual(normal(got), normal(crashedJob)) {
+		t.Errorf("a conflicting end changed the job: %s", js(got))
+	}
+}
+
+// testWatchdogConcurrent lets two stores (two processes, as far as the database can tell)
+// sweep one database at once: every overdue job is crashed exactly once.
+func testWatchdogConcurrent(t *testing.T, open Open) {
+	b := open(t)
+	c := &manualClock{now: t0}
+	stores := []*storage.Store{
+		storage.New(b, storage.Config{TopicPrefix: "org.example", Now: c.Now}),
+		storage.New(b, storage.Config{TopicPrefix: "org.example", Now: c.Now}),
+	}
+	const jobs = 130 // more than one sweep batch
+	var ids []uuid.UUID
+	for i := range jobs {
+		j := create(t, stores[0], newJob())
+		if i%2 == 0 {
+			apply(t, stores[0], j.UUID, start(nil))
+		}
+		ids = append(ids, j.UUID)
+	}
+	c.Advance(3 * time.Hour)
+	total := sweepConcurrently(t, 6, func(i int) (int, error) {
+		r, err := stores[i%2].Watchdog(context.Background(), timeouts)
+		return len(r), err
+	})
+	if total != jobs {
+		t.Errorf("got %d watchdog crashes in all, want %d", total, jobs)
+	}
+	crashMessages := map[uuid.UUID]int{}
+	for _, m := range outbox(t, b) {
+		if m.Headers["execdb_state"] == "CRASHED" {
+			crashMessages[m.JobUUID]++
+		}
+	}
+	for _, id := range ids {
+		if n := len(entries(t, b, id, statemachine.EventEnd)); n != 1 {
+			t.Errorf("job %s: %d end entries, want 1", id, n)
+		}
+		if n := crashMessages[id]; n != 1 {
+			t.Errorf("job %s: %d crash messages, want 1", id, n)
+		}
+	}
+}
+
+// sweepConcurrently runs sweep in n goroutines at once and sums what they report.
+func sweepConcurrently(t *testing.T, n int, sweep func(i int) (int, error)) int {
+	t.Helper()
+	counts := make([]int, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			counts[i], errs[i] = sweep(i)
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("sweep %d: %v", i, errs[i])
+		}
+		total += counts[i]
+	}
+	return total
+}
+
+var policy = statemachine.AutoPolicy{Limit: 3, FirstDelay: 30 * time.Second}
+
+func decide(t *testing.T, s *storage.Store, p statemachine.AutoPolicy) []storage.AutoDecisionResult {
+	t.Helper()
+	d, err := s.DecideAutoReschedules(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func due(t *testing.T, s *storage.Store) []storage.RescheduleResult {
+	t.Helper()
+	r, err := s.RescheduleDue(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func testAutoReschedule(t *testing.T, open Open) {
+	s, b, c := clockedStore(t, open)
+	id := crashedJob(t, s, newJob(), false).UUID
+	for _, step := range []struct {
+		attempt int
+		delay   time.Duration
+	}{{1, 30 * time.Second}, {2, time.Minute}} {
+		decided := c.Now()
+		ds := decide(t, s, policy)
+		if len(ds) != 1 || ds[0].Job.UUID != id || !ds[0].Decision.Planned || ds[0].Decision.Delay != step.delay {
+			t.Fatalf("attempt %d: got decisions %s, want one planned after %s", step.attempt, js(ds), step.delay)
+		}
+		if again := decide(t, s, policy); len(again) != 0 {
+			t.Fatalf("attempt %d: a second sweep decided again: %s", step.attempt, js(again))
+		}
+		h := entries(t, b, id, statemachine.EventAutoReschedule)
+		if len(h) != 1 || h[0].Verdict != statemachine.Applied || h[0].Origin != statemachine.OriginReschedule {
+			t.Fatalf("attempt %d: decision history %s", step.attempt, js(h))
+		}
+		d := detailOf(t, h[0])
+		wantDue := decided.Add(step.delay).UTC().Format(time.RFC3339Nano)
+		if d["decision"] != "planned" || d["due_at"] != wantDue || d["delay"] != step.delay.String() ||
+			d["attempt"] != float64(step.attempt) || d["limit"] != float64(3) {
+			t.Errorf("attempt %d: decision detail %s, want planned due %s", step.attempt, h[0].Detail, wantDue)
+		}
+		c.Advance(step.delay - time.Microsecond)
+		if r := due(t, s); len(r) != 0 {
+			t.Fatalf("attempt %d: rescheduled %s before it was due", step.attempt, js(r))
+		}
+		c.Advance(time.Microsecond)
+		r := due(t, s)
+		if len(r) != 1 || !r[0].Created || r[0].Parent.UUID != id || r[0].Successor.Attempt != step.attempt+1 {
+			t.Fatalf("attempt %d: got %s, want the successor", step.attempt, js(r))
+		}
+		if again := due(t, s); len(again) != 0 {
+			t.Fatalf("attempt %d: rescheduled twice: %s", step.attempt, js(again))
+		}
+		rh := entries(t, b, id, statemachine.EventReschedule)
+		if len(rh) != 1 || rh[0].Origin != statemachine.OriginReschedule || rh[0].Verdict != statemachine.Applied || detailOf(t, rh[0])["why"] != "automatic" {
+			t.Errorf("attempt %d: reschedule history %s", step.attempt, js(rh))
+		}
+		succ := r[0].Successor
+		if sh := entries(t, b, succ.UUID, statemachine.EventCreate); len(sh) != 1 || sh[0].Origin != statemachine.OriginReschedule {
+			t.Errorf("attempt %d: successor history %s", step.attempt, js(sh))
+		}
+		if m := messagesFor(t, b, succ.UUID); len(m) != 1 || m[0].Topic != "org.example.execdb.job.scheduled" {
+			t.Errorf("attempt %d: successor messages %s", step.attempt, js(m))
+		}
+		// The successor's decision waits for its own crash.
+		if ds := decide(t, s, policy); len(ds) != 0 {
+			t.Fatalf("decided about a job that has not crashed: %s", js(ds))
+		}
+		apply(t, s, succ.UUID, crash(statemachine.CauseNetwork, nil))
+		id = succ.UUID
+	}
+	ds := decide(t, s, policy)
+	if len(ds) != 1 || ds[0].Decision.Planned || ds[0].Decision.Reason != statemachine.SkipAttemptLimit {
+		t.Fatalf("attempt 3 of 3: got %s, want declined, attempt limit", js(ds))
+	}
+	h := entries(t, b, id, statemachine.EventAutoReschedule)
+	if len(h) != 1 || h[0].Verdict != statemachine.Declined || detailOf(t, h[0])["reason"] != "attempt_limit" {
+		t.Errorf("declined decision history: %s", js(h))
+	}
+	c.Advance(24 * time.Hour)
+	if r := due(t, s); len(r) != 0 {
+		t.Errorf("rescheduled past the limit: %s", js(r))
+	}
+}
+
+func testAutoDeclines(t *testing.T, open Open) {
+	s, b, c := clockedStore(t, open)
+	fatal := crashedJob(t, s, newJob(), true)
+	manual := crashedJob(t, s, newJob(), false)
+	reschedule(t, s, manual.UUID, false)
+	fin := create(t, s, newJob())
+	apply(t, s, fin.UUID, finish())
+	ds := decide(t, s, policy)
+	got := map[uuid.UUID]statemachine.SkipReason{}
+	for _, d := range ds {
+		got[d.Job.UUID] = d.Decision.Reason
+	}
+	want := map[uuid.UUID]statemachine.SkipReason{fatal.UUID: statemachine.SkipFatal, manual.UUID: statemachine.SkipAlreadyRescheduled}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got decisions %v, want %v", got, want)
+	}
+	off := crashedJob(t, s, newJob(), false)
+	ds = decide(t, s, statemachine.AutoPolicy{})
+	if len(ds) != 1 || ds[0].Job.UUID != off.UUID || ds[0].Decision.Reason != statemachine.SkipAutoOff {
+		t.Errorf("switched off: got %s, want one declined, auto_reschedule_off", js(ds))
+	}
+	if h := entries(t, b, off.UUID, statemachine.EventAutoReschedule); len(h) != 1 || detailOf(t, h[0])["reason"] != "auto_reschedule_off" {
+		t.Errorf("switched off: history %s", js(h))
+	}
+	// Decided once, a crash is not decided again when the policy changes.
+	if ds := decide(t, s, policy); len(ds) != 0 {
+		t.Errorf("decided again: %s", js(ds))
+	}
+	c.Advance(time.Hour)
+	if r := due(t, s); len(r) != 0 {
+		t.Errorf("rescheduled a declined crash: %s", js(r))
+	}
+	if n := len(entries(t, b, fin.UUID, statemachine.EventAutoReschedule)); n != 0 {
+		t.Errorf("a finished job got %d decisions", n)
+	}
+}
+
+func testAutoAfterManual(t *testing.T, open Open) {
+	s, b, c := clockedStore(t, open)
+	job := crashedJob(t, s, newJob(), false)
+	if ds := decide(t, s, policy); len(ds) != 1 || !ds[0].Decision.Planned {
+		t.Fatalf("got %s, want planned", js(ds))
+	}
+	manual := reschedule(t, s, job.UUID, false)
+	c.Advance(time.Minute)
+	r := due(t, s)
+	if len(r) != 1 || r[0].Created || r[0].Successor.UUID != manual.Successor.UUID {
+		t.Fatalf("due after a manual reschedule: got %s, want the manual successor, not created", js(r))
+	}
+	h := entries(t, b, job.UUID, statemachine.EventReschedule)
+	if len(h) != 2 || h[1].Verdict != statemachine.Duplicate || h[1].Origin != statemachine.OriginReschedule {
+		t.Errorf("history: got %s, want the manual reschedule then an automatic duplicate", js(h))
+	}
+	if jobs, _, _ := s.Search(context.Background(), storage.Filter{}, storage.Page{Limit: 10}); len(jobs) != 2 {
+		t.Errorf("got %d jobs, want 2", len(jobs))
+	}
+}
+
+// testAutoConcurrent lets two stores decide and reschedule at once: each crash gets exactly one
+// decision and exactly one successor.
+func testAutoConcurrent(t *testing.T, open Open) {
+	b := open(t)
+	c := &manualClock{now: t0}
+	stores := []*storage.Store{
+		storage.New(b, storage.Config{TopicPrefix: "org.example", Now: c.Now}),
+		storage.New(b, storage.Config{TopicPrefix: "org.example", Now: c.Now}),
+	}
+	const jobs = 120 // more than one sweep batch
+	var ids []uuid.UUID
+	for range jobs {
+		ids = append(ids, crashedJob(t, stores[0], newJob(), false).UUID)
+	}
+	decided := sweepConcurrently(t, 6, func(i int) (int, error) {
+		d, err := stores[i%2].DecideAutoReschedules(context.Background(), policy)
+		return len(d), err
+	})
+	c.Advance(time.Minute)
+	made := sweepConcurrently(t, 6, func(i int) (int, error) {
+		r, err := stores[i%2].RescheduleDue(context.Background())
+		n := 0
+		for _, x := range r {
+			if x.Created {
+				n++
+			}
+		}
+		return n, err
+	})
+	if decided != jobs || made != jobs {
+		t.Errorf("got %d decisions and %d successors, want %d of each", decided, made, jobs)
+	}
+	for _, id := range ids {
+		if n := len(entries(t, b, id, statemachine.EventAutoReschedule)); n != 1 {
+			t.Errorf("job %s: %d decisions, want 1", id, n)
+		}
+		if n := len(entries(t, b, id, statemachine.EventReschedule)); n != 1 {
+			t.Errorf("job %s: %d reschedule entries, want 1", id, n)
+		}
+	}
+	scheduled := 0
+	for _, m := range outbox(t, b) {
+		if m.Topic == "org.example.execdb.job.scheduled" {
+			scheduled++
+		}
+	}
+	if scheduled != 2*jobs {
+		t.Errorf("got %d scheduled messages, want %d", scheduled, 2*jobs)
+	}
+}
+
+func testRetryStats(t *testing.T, open Open) {
+	s, _ := newStore(t, open)
+	ctx := context.Background()
+	type spec struct {
+		cause   statemachine.Cause
+		reason  string
+		outcome statemachine.State // the successor's state; "" for no successor
+	}
+	specs := []spec{
+		{statemachine.CauseMinion, "TIMED_OUT", statemachine.Finished},
+		{statemachine.CauseMinion, "TIMED_OUT", statemachine.Finished},
+		{statemachine.CauseMinion, "TIMED_OUT", statemachine.Crashed},
+		{statemachine.CauseMinion, "BACKING_STORE", statemachine.Scheduled},
+		{statemachine.CauseMinion, "BACKING_STORE", statemachine.Running},
+		{statemachine.CauseNetwork, "", statemachine.Crashed},
+		{statemachine.CauseNetwork, "", statemachine.Crashed},
+		{statemachine.CauseNetwork, "", ""},
+		{statemachine.CauseTask, "OOM", ""},
+	}
+	for _, sp := range specs {
+		j := create(t, s, newJob())
+		var kv statemachine.KeyVals
+		if sp.reason != "" {
+			kv = statemachine.KeyVals{"reason": {sp.reason}}
+		}
+		apply(t, s, j.UUID, crash(sp.cause, kv))
+		if sp.outcome == "" {
+			continue
+		}
+		succ := reschedule(t, s, j.UUID, false).Successor.UUID
+		switch sp.outcome {
+		case statemachine.Finished:
+			apply(t, s, succ, finish())
+		case statemachine.Crashed:
+			apply(t, s, succ, crash(sp.cause, kv))
+		case statemachine.Running:
+			apply(t, s, succ, start(nil))
+		}
+	}
+	retry := func(query string, groupBy ...storage.Field) storage.RetryStatsResult {
+		t.Helper()
+		res, err := s.RetryStats(ctx, storage.StatsQuery{Filter: parseFilter(t, s, query), GroupBy: groupBy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	type row struct {
+		group                                   string
+		rescheduled, finished, crashed, pending int64
+		rate                                    float64 // -1: null
+	}
+	flatten := func(res storage.RetryStatsResult, groupBy ...storage.Field) []row {
+		var out []row
+		for _, r := range res.Rows {
+			g := fmt.Sprint(deref(r.Group, groupBy))
+			rate := -1.0
+			if r.SuccessRate != nil {
+				rate = *r.SuccessRate
+			}
+			out = append(out, row{g, r.Rescheduled, r.Finished, r.Crashed, r.Pending, rate})
+		}
+		return out
+	}
+	res := retry("state=CRASHED", storage.FieldCause)
+	want := []row{
+		{"[minion]", 5, 2, 1, 2, 2.0 / 3},
+		{"[network]", 2, 0, 2, 0, 0},
+	}
+	if got := flatten(res, storage.FieldCause); res.Total != 7 || !reflect.DeepEqual(got, want) {
+		t.Errorf("by cause: got total %d %+v\nwant total 7 %+v", res.Total, got, want)
+	}
+	// The successors that crashed again are rescheduled crashes only once they are rescheduled.
+	res = retry("cause=minion", storage.FieldCause, storage.Field("kv.reason"))
+	want = []row{
+		{"[minion TIMED_OUT]", 3, 2, 1, 0, 2.0 / 3},
+		{"[minion BACKING_STORE]", 2, 0, 0, 2, -1},
+	}
+	if got := flatten(res, storage.FieldCause, "kv.reason"); res.Total != 5 || !reflect.DeepEqual(got, want) {
+		t.Errorf("minion by reason: got total %d %+v\nwant total 5 %+v", res.Total, got, want)
+	}
+	res = retry("")
+	if got := flatten(res); res.Total != 7 || !reflect.DeepEqual(got, []row{{"[]", 7, 2, 3, 2, 2.0 / 5}}) {
+		t.Errorf("ungrouped: got total %d %+v", res.Total, got)
+	}
+	res = retry("cause=task", storage.FieldCause)
+	if res.Total != 0 || len(res.Rows) != 0 || res.Rows == nil {
+		t.Errorf("nothing rescheduled: got %s, want total 0 and no rows", js(res))
+	}
+	res, err := s.RetryStats(ctx, storage.StatsQuery{Filter: parseFilter(t, s, "state=CRASHED"), GroupBy: []storage.Field{storage.FieldFatal}, Bucket: storage.BucketDay})
+	if err != nil || len(res.Rows) != 1 || res.Rows[0].Bucket == nil || !res.Rows[0].Bucket.Equal(t0.Truncate(24*time.Hour)) ||
+		*res.Rows[0].Group[storage.FieldFatal] != "false" || res.Rows[0].Rescheduled != 7 {
+		t.Errorf("by fatal, bucketed by day: got %s %v", js(res), err)
+	}
+}
