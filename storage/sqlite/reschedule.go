@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/fedora-qa/execdb/statemachine"
@@ -91,14 +90,14 @@ func autoMark(s storage.AutoStatus) any {
 // grouped on the crashed jobs.
 func (b *Backend) RetryStats(ctx context.Context, s storage.StatsQuery) (storage.RetryStatsResult, error) {
 	var res storage.RetryStatsResult
-	countSQL, countArgs := retryCount(dialect{}, s.Filter)
-	q := sqlbuild.New(dialect{})
-	query, groups := retryGrouped(q, dialect{}, s)
+	countSQL, countArgs := sqlbuild.RetryCount(dialect{}, s.Filter)
+	query, args := sqlbuild.Retry(dialect{}, s)
+	groups := sqlbuild.GroupColumns(s)
 	err := b.readTx(ctx, func(tx *sql.Tx) error {
 		if err := tx.QueryRowContext(ctx, countSQL, countArgs...).Scan(&res.Total); err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, query, q.Args...)
+		rows, err := tx.QueryContext(ctx, query, args...)
 		if err != nil {
 			return err
 		}
@@ -139,73 +138,4 @@ func (b *Backend) RetryStats(ctx context.Context, s storage.StatsQuery) (storage
 		return res, fmt.Errorf("retry stats: %w", interpretError(err))
 	}
 	return res, nil
-}
-
-// retryCount counts the rescheduled jobs f matches.
-func retryCount(d sqlbuild.Dialect, f storage.Filter) (string, []any) {
-	q := sqlbuild.New(d)
-	return "SELECT count(*) FROM jobs j" + andRescheduled(q.Where(f)), q.Args
-}
-
-func andRescheduled(where string) string {
-	if where == "" {
-		return " WHERE j.rescheduled_to IS NOT NULL"
-	}
-	return where + " AND j.rescheduled_to IS NOT NULL"
-}
-
-// retryColumn maps a plain field to its column of the crashed jobs (aliased j).
-var retryColumn = map[storage.Field]string{
-	storage.FieldState: "j.state", storage.FieldTaskName: "j.taskname", storage.FieldItem: "j.item",
-	storage.FieldItemType: "j.item_type", storage.FieldArch: "j.arch", storage.FieldNotify: "j.crash_notify",
-	storage.FieldCause: "j.crash_cause",
-}
-
-var retryTable = map[string]string{storage.KVPrefix: "crash_keyvals", storage.DataPrefix: "job_data"}
-
-// retryGrouped is the retry statistics query: the crashed jobs (j) that have a successor (s),
-// grouped as sqlbuild.Grouped groups /stats, counting the successors by state. It returns the
-// statement and the names of its group columns. Parameters are bound in text order (SQLite's
-// ? placeholders are positional). The same text as storage/postgres's, over another dialect.
-func retryGrouped(q *sqlbuild.Query, d sqlbuild.Dialect, s storage.StatsQuery) (string, []string) {
-	var cols, joins, groups []string
-	for i, f := range s.GroupBy {
-		alias := fmt.Sprintf("g%d", i)
-		groups = append(groups, alias)
-		switch _, _, isKV := f.Key(); {
-		case isKV:
-			cols = append(cols, alias+"t.value AS "+alias)
-		case f == storage.FieldFatal:
-			cols = append(cols, "CASE WHEN j.crash_fatal = "+q.Arg(true)+" THEN 'true' WHEN j.crash_fatal = "+q.Arg(false)+" THEN 'false' END AS "+alias)
-		default:
-			cols = append(cols, retryColumn[f]+" AS "+alias)
-		}
-	}
-	if s.Bucket != storage.BucketNone {
-		cols = append(cols, d.Bucket("j.created_at", s.Bucket)+" AS b")
-		groups = append(groups, "b")
-	}
-	cols = append(cols, "s.state AS successor_state")
-	for i, f := range s.GroupBy {
-		if prefix, key, ok := f.Key(); ok {
-			t := fmt.Sprintf("g%dt", i)
-			joins = append(joins, fmt.Sprintf(" LEFT JOIN %s %s ON %s.job_uuid = j.uuid AND %s.key = %s",
-				retryTable[prefix], t, t, t, q.Arg(key)))
-		}
-	}
-	inner := "SELECT " + strings.Join(cols, ", ") + " FROM jobs j JOIN jobs s ON s.uuid = j.rescheduled_to" +
-		strings.Join(joins, "") + andRescheduled(q.Where(s.Filter))
-	groupList := ""
-	if len(groups) > 0 {
-		groupList = strings.Join(groups, ", ") + ", "
-	}
-	query := "SELECT " + groupList + `count(*),
-		COALESCE(sum(CASE WHEN successor_state = 'FINISHED' THEN 1 ELSE 0 END), 0),
-		COALESCE(sum(CASE WHEN successor_state = 'CRASHED' THEN 1 ELSE 0 END), 0),
-		COALESCE(sum(CASE WHEN successor_state IN ('SCHEDULED', 'RUNNING') THEN 1 ELSE 0 END), 0)
-		FROM (` + inner + `) t`
-	if len(groups) > 0 {
-		query += " GROUP BY " + strings.Join(groups, ", ")
-	}
-	return query, groups
 }

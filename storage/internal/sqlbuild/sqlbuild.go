@@ -132,8 +132,13 @@ func Count(d Dialect, f storage.Filter) (string, []any) {
 // started_at and finished_at. Key-value groups join their table, so a job with two values of a
 // key counts once in each value's group.
 func Grouped(q *Query, s storage.StatsQuery) string {
-	// Parameters are bound in the order they appear in the text: the select list, the joins,
-	// the WHERE clause (SQLite's ? placeholders are positional).
+	return selectGroups(q, s, "jobs j", "j.state", "j.created_at", "j.started_at", "j.finished_at") + q.Where(s.Filter)
+}
+
+// selectGroups is SELECT g0…gN-1[, b], extra… FROM from, with the joins the key-value groups
+// need. Parameters are bound in the order they appear in the text: the select list, then the
+// joins (SQLite's ? placeholders are positional); the caller's WHERE clause comes last.
+func selectGroups(q *Query, s storage.StatsQuery, from string, extra ...string) string {
 	var cols, joins []string
 	for i, f := range s.GroupBy {
 		alias := fmt.Sprintf("g%d", i)
@@ -149,7 +154,7 @@ func Grouped(q *Query, s storage.StatsQuery) string {
 	if s.Bucket != storage.BucketNone {
 		cols = append(cols, q.d.Bucket("j.created_at", s.Bucket)+" AS b")
 	}
-	cols = append(cols, "j.state", "j.created_at", "j.started_at", "j.finished_at")
+	cols = append(cols, extra...)
 	for i, f := range s.GroupBy {
 		if prefix, key, ok := f.Key(); ok {
 			t := fmt.Sprintf("g%dt", i)
@@ -157,7 +162,42 @@ func Grouped(q *Query, s storage.StatsQuery) string {
 				table[prefix], t, t, t, q.Arg(key)))
 		}
 	}
-	return "SELECT " + strings.Join(cols, ", ") + " FROM jobs j" + strings.Join(joins, "") + q.Where(s.Filter)
+	return "SELECT " + strings.Join(cols, ", ") + " FROM " + from + strings.Join(joins, "")
+}
+
+// RetryCount counts the rescheduled jobs f matches.
+func RetryCount(d Dialect, f storage.Filter) (string, []any) {
+	q := New(d)
+	return "SELECT count(*) FROM jobs j" + andRescheduled(q.Where(f)), q.Args
+}
+
+func andRescheduled(where string) string {
+	if where == "" {
+		return " WHERE j.rescheduled_to IS NOT NULL"
+	}
+	return where + " AND j.rescheduled_to IS NOT NULL"
+}
+
+// Retry is the retry statistics query: the jobs f matches (j) that have a successor (s),
+// grouped as Grouped groups /stats, with the columns of GroupColumns then the number of
+// successors, and how many of them finished, crashed and are pending.
+func Retry(d Dialect, s storage.StatsQuery) (string, []any) {
+	q := New(d)
+	inner := selectGroups(q, s, "jobs j JOIN jobs s ON s.uuid = j.rescheduled_to", "s.state AS successor_state") + q.Where(s.Filter)
+	groups := GroupColumns(s)
+	groupList := ""
+	if len(groups) > 0 {
+		groupList = strings.Join(groups, ", ") + ", "
+	}
+	sql := "SELECT " + groupList + `count(*),
+		COALESCE(sum(CASE WHEN successor_state = 'FINISHED' THEN 1 ELSE 0 END), 0),
+		COALESCE(sum(CASE WHEN successor_state = 'CRASHED' THEN 1 ELSE 0 END), 0),
+		COALESCE(sum(CASE WHEN successor_state IN ('SCHEDULED', 'RUNNING') THEN 1 ELSE 0 END), 0)
+		FROM (` + inner + `) t`
+	if len(groups) > 0 {
+		sql += " GROUP BY " + strings.Join(groups, ", ")
+	}
+	return sql, q.Args
 }
 
 // GroupColumns names the group columns of Grouped, bucket included.
