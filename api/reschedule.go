@@ -139,28 +139,6 @@ func (a *API) retryStats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, retryStatsResponse{Total: res.Total, GroupBy: q.GroupBy, Bucket: q.Bucket, Data: res.Rows})
 }
 
-// statsQuery reads the filters, group_by and bucket of a stats request.
-func (a *API) statsQuery(params url.Values) (storage.StatsQuery, error) {
-	f, err := storage.ParseFilter(params, a.store.Now(), "group_by", "bucket")
-	if err != nil {
-		return storage.StatsQuery{}, err
-	}
-	q := storage.StatsQuery{Filter: f, GroupBy: []storage.Field{}}
-	for _, raw := range params["group_by"] {
-		for _, name := range strings.Split(raw, ",") {
-			field, err := storage.ParseField(name)
-			if err != nil {
-				return q, &schemas.FieldError{Field: "group_by", Message: strconv.Quote(name) + ": " + err.Error()}
-			}
-			q.GroupBy = append(q.GroupBy, field)
-		}
-	}
-	if q.Bucket, err = storage.ParseBucket(params.Get("bucket")); err != nil {
-		return q, &schemas.FieldError{Field: "bucket", Message: err.Error()}
-	}
-	return q, nil
-}
-
 func (a *API) logReschedule(res storage.RescheduleResult, opts storage.RescheduleOptions, meta statemachine.Meta) {
 	if res.Created {
 		a.jobs.Observe(meta.Origin, statemachine.EventCreate, storage.Result{Job: res.Successor, Verdict: statemachine.Applied, Created: true})

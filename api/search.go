@@ -80,25 +80,9 @@ type statsResponse struct {
 // stats answers GET /api/v1/stats: counts, shares and durations of the jobs matching the
 // filters, grouped by group_by and bucketed by bucket.
 func (a *API) stats(w http.ResponseWriter, r *http.Request) {
-	params := r.URL.Query()
-	f, err := storage.ParseFilter(params, a.store.Now(), "group_by", "bucket")
+	q, err := a.statsQuery(r.URL.Query())
 	if err != nil {
 		a.fail(w, r, err)
-		return
-	}
-	q := storage.StatsQuery{Filter: f, GroupBy: []storage.Field{}}
-	for _, raw := range params["group_by"] {
-		for _, name := range strings.Split(raw, ",") {
-			field, err := storage.ParseField(name)
-			if err != nil {
-				a.fail(w, r, &schemas.FieldError{Field: "group_by", Message: strconv.Quote(name) + ": " + err.Error()})
-				return
-			}
-			q.GroupBy = append(q.GroupBy, field)
-		}
-	}
-	if q.Bucket, err = storage.ParseBucket(params.Get("bucket")); err != nil {
-		a.fail(w, r, &schemas.FieldError{Field: "bucket", Message: err.Error()})
 		return
 	}
 	res, err := a.store.Stats(r.Context(), q)
@@ -107,6 +91,28 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, statsResponse{Total: res.Total, GroupBy: q.GroupBy, Bucket: q.Bucket, Data: res.Rows})
+}
+
+// statsQuery reads the filters, group_by and bucket of a stats request.
+func (a *API) statsQuery(params url.Values) (storage.StatsQuery, error) {
+	f, err := storage.ParseFilter(params, a.store.Now(), "group_by", "bucket")
+	if err != nil {
+		return storage.StatsQuery{}, err
+	}
+	q := storage.StatsQuery{Filter: f, GroupBy: []storage.Field{}}
+	for _, raw := range params["group_by"] {
+		for _, name := range strings.Split(raw, ",") {
+			field, err := storage.ParseField(name)
+			if err != nil {
+				return q, &schemas.FieldError{Field: "group_by", Message: strconv.Quote(name) + ": " + err.Error()}
+			}
+			q.GroupBy = append(q.GroupBy, field)
+		}
+	}
+	if q.Bucket, err = storage.ParseBucket(params.Get("bucket")); err != nil {
+		return q, &schemas.FieldError{Field: "bucket", Message: err.Error()}
+	}
+	return q, nil
 }
 
 // absoluteURL is path?params on the host the client asked, so that it can be followed as is.
