@@ -182,6 +182,13 @@ func (c *Client) Get(ctx context.Context, path string, query url.Values) (*Respo
 	return c.do(ctx, http.MethodGet, path, query, nil, nil)
 }
 
+// Post sends body as JSON to path (resolved as Get resolves it), with the token and the same
+// retries as the job methods; use it for the writes this package has no method for (bulk
+// rescheduling). An answer other than 2xx is an *APIError.
+func (c *Client) Post(ctx context.Context, path string, body any) (*Response, error) {
+	return c.post(ctx, path, body, nil)
+}
+
 // post sends body as JSON to path under /api/v1. Its X-Request-ID header, which the server
 // records as the message id of the event, stays the same across the retries of one call, so a
 // retried write shows in the job's history as a duplicate of the same request.

@@ -1,18 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"sort"
 	"strings"
 	"text/tabwriter"
-	"time"
 
-	"github.com/fedora-qa/execdb/client"
 	"github.com/google/uuid"
 )
 
@@ -93,7 +89,7 @@ func cmdReschedule(ctx context.Context, args []string, e env) int {
 	if err != nil {
 		return c.usageError("%v", err)
 	}
-	resp, err := c.post(ctx, cl, "/api/v1/reschedule", body)
+	resp, err := cl.Post(ctx, "/reschedule", json.RawMessage(body))
 	if err != nil {
 		return c.fail(err)
 	}
@@ -107,78 +103,6 @@ func cmdReschedule(ctx context.Context, args []string, e env) int {
 	}
 	printBulk(e.stdout, a)
 	return exitOK
-}
-
-// post sends body to path on the server once, with the token, and returns a 2xx answer; any
-// other answer is a *client.APIError. The client package has no generic write yet.
-func (c *cli) post(ctx context.Context, cl *client.Client, path string, body []byte) (*client.Response, error) {
-	token := c.co.token
-	if token == "" {
-		token = c.e.getenv("EXECDB_TOKEN")
-	}
-	timeout := client.DefaultBudget
-	if c.co.timeout.set {
-		timeout = c.co.timeout.d
-	} else if s := c.e.getenv("EXECDB_TIMEOUT"); s != "" {
-		if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-			timeout = d
-		}
-	}
-	if timeout <= 0 {
-		timeout = client.DefaultAttemptTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	u := cl.BaseURL() + path
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "execdb-cli/1")
-	req.Header.Set("X-Request-ID", uuid.NewString())
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("POST %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("POST %s: read answer: %w", path, err)
-	}
-	out := &client.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
-	if resp.StatusCode >= 300 {
-		return nil, fmt.Errorf("POST %s: %w", path, apiError(out))
-	}
-	return out, nil
-}
-
-// apiError reads an error answer of the API.
-func apiError(resp *client.Response) *client.APIError {
-	e := &client.APIError{Status: resp.Status, Body: resp.Body}
-	var eb struct {
-		Error *struct {
-			Message string `json:"message"`
-			Field   string `json:"field"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(resp.Body, &eb) == nil && eb.Error != nil {
-		e.Message, e.Field = eb.Error.Message, eb.Error.Field
-	}
-	if e.Message == "" {
-		e.Message = strings.TrimSpace(string(resp.Body))
-		if len(e.Message) > 200 {
-			e.Message = e.Message[:200]
-		}
-	}
-	if e.Message == "" {
-		e.Message = http.StatusText(resp.Status)
-	}
-	return e
 }
 
 // printBulk prints a bulk answer: a line per job, then a summary.
