@@ -191,6 +191,8 @@ func TestIdempotentCreate(t *testing.T) {
 		if r.job(t).UUID.String() != "0193a5c3-7c1e-7abc-8def-0123456789ab" {
 			t.Errorf("client uuid not honoured: %s", r.body)
 		}
+		expectStatus(t, c.do("POST", "/api/v1/jobs", trigger, "Idempotency-Key", "reschedule:x"), 400)
+		expectStatus(t, c.do("POST", "/api/v1/jobs", trigger, "Idempotency-Key", strings.Repeat("k", 1025)), 400)
 		r = c.do("POST", "/api/v1/jobs", strings.Replace(body, "r-9", "r-10", 1))
 		expectStatus(t, r, 409)
 		r.err(t)
@@ -228,6 +230,9 @@ func TestBadInput(t *testing.T) {
 			{"malformed path uuid", "GET", "/api/v1/jobs/xyz", ``, 400, "uuid"},
 			{"unknown job", "GET", "/api/v1/jobs/0193a5c3-7c1e-7abc-8def-0123456789ab", ``, 404, ""},
 			{"finish unknown job", "POST", "/api/v1/jobs/0193a5c3-7c1e-7abc-8def-0123456789ab/finish", `{"state":"FINISHED"}`, 404, ""},
+			{"item too long for an index", "POST", "/api/v1/jobs", `{"taskname":"t","item":"` + strings.Repeat("x", 1025) + `","item_type":"k"}`, 400, "item"},
+			{"request_id too long", "POST", "/api/v1/jobs", `{"taskname":"t","item":"i","item_type":"k","request_id":"` + strings.Repeat("x", 1025) + `"}`, 400, "request_id"},
+			{"reserved request_id", "POST", "/api/v1/jobs", `{"taskname":"t","item":"i","item_type":"k","request_id":"reschedule:0193a5c3-7c1e-7abc-8def-0123456789ab"}`, 400, "request_id"},
 			{"too large", "POST", "/api/v1/jobs", `{"taskname":"` + strings.Repeat("x", 1<<20) + `"}`, 413, ""},
 		}
 		for _, tc := range cases {

@@ -56,6 +56,9 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request, req writeRequest
 		return err
 	}
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		if err := schemas.CheckRequestID(key, "Idempotency-Key"); err != nil {
+			return err
+		}
 		if t.RequestID != "" && t.RequestID != key {
 			return &schemas.FieldError{Field: "request_id", Message: "differs from the Idempotency-Key header"}
 		}

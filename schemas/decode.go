@@ -23,7 +23,10 @@ const (
 	MaxKeys          = 64
 	MaxValuesPerKey  = 16
 	MaxValueBytes    = 1024
-	maxStringBytes   = 4096 // taskname, item, urls… a sane bound for the other strings
+	maxStringBytes   = 4096 // urls, runner fields… a sane bound for free strings
+	// MaxKeyBytes bounds the strings that are indexed or looked up: taskname, item, item_type,
+	// arch, request_id. PostgreSQL cannot index much more than 2.7 kB in one entry.
+	MaxKeyBytes = 1024
 	keyPatternString = `^[A-Za-z0-9_.-]{1,64}$`
 )
 
@@ -103,6 +106,14 @@ func DecodeTrigger(body []byte, mode Mode) (Trigger, error) {
 	if t.RequestID, err = optionalString(obj, "request_id", ""); err != nil {
 		return t, err
 	}
+	if err := CheckRequestID(t.RequestID, "request_id"); err != nil {
+		return t, err
+	}
+	for field, v := range map[string]string{"taskname": t.TaskName, "item": t.Item, "item_type": t.ItemType, "arch": t.Arch} {
+		if len(v) > MaxKeyBytes {
+			return t, fieldErr(field, "longer than %d bytes", MaxKeyBytes)
+		}
+	}
 	if t.UUID, err = optionalUUID(obj, "uuid", ""); err != nil {
 		return t, err
 	}
@@ -126,6 +137,22 @@ func DecodeTrigger(body []byte, mode Mode) (Trigger, error) {
 		t.Source = s
 	}
 	return t, nil
+}
+
+// ReservedRequestIDPrefix starts the request ids ExecDB gives the successors of rescheduled
+// jobs; a client's request id must not start with it.
+const ReservedRequestIDPrefix = "reschedule:"
+
+// CheckRequestID checks a client's request id (from the body or the Idempotency-Key header,
+// named by field): at most MaxKeyBytes, not in ExecDB's reserved namespace.
+func CheckRequestID(id, field string) error {
+	if len(id) > MaxKeyBytes {
+		return fieldErr(field, "longer than %d bytes", MaxKeyBytes)
+	}
+	if strings.HasPrefix(id, ReservedRequestIDPrefix) {
+		return fieldErr(field, "must not start with %q, which ExecDB keeps for rescheduled jobs", ReservedRequestIDPrefix)
+	}
+	return nil
 }
 
 // DecodeStart reads and validates a start body. The uuid is required unless requireUUID is false.

@@ -11,6 +11,12 @@ import (
 	"github.com/fedora-qa/execdb/statemachine"
 )
 
+// Limits of a filter, which keep every query well inside the databases' parameter limits.
+const (
+	MaxFilterValues     = 100 // values of one parameter
+	MaxFilterConditions = 32  // parameters other than since and until
+)
+
 // ParseFilter reads the filter parameters of CONTRACT section 6 from params: the plain fields,
 // kv.<key> and data.<key>, each optionally with :like, and since/until. Names listed in others
 // (e.g. "limit") are left to the caller; any other name is an error naming it. Repeated
@@ -59,8 +65,14 @@ func ParseFilter(params url.Values, now time.Time, others ...string) (Filter, er
 		if len(values) == 0 {
 			return f, &schemas.FieldError{Field: name, Message: "empty value"}
 		}
+		if len(values) > MaxFilterValues {
+			return f, &schemas.FieldError{Field: name, Message: fmt.Sprintf("at most %d values", MaxFilterValues)}
+		}
 		if err := checkValues(field, like, values); err != nil {
 			return f, &schemas.FieldError{Field: name, Message: err.Error()}
+		}
+		if len(f.Conditions) == MaxFilterConditions {
+			return f, &schemas.FieldError{Field: name, Message: fmt.Sprintf("at most %d filter parameters", MaxFilterConditions)}
 		}
 		f.Conditions = append(f.Conditions, Condition{Field: field, Match: Match{Values: values, Like: like}})
 	}

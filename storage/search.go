@@ -209,17 +209,21 @@ func Percentile(sorted []float64, p float64) float64 {
 	return sorted[i]
 }
 
+// maxRelative is how far back a relative time may reach: about a hundred years, well inside
+// time.Duration's range.
+const maxRelative = int64(100 * 366 * 24 * time.Hour)
+
 var relativeTime = regexp.MustCompile(`^(\d+)([smhdw])$`)
 
 // ParseTime reads a since/until value: RFC 3339, or a duration back from now such as 30d, 12h,
 // 90m, 2w.
 func ParseTime(s string, now time.Time) (time.Time, error) {
 	if m := relativeTime.FindStringSubmatch(s); m != nil {
-		n, err := strconv.Atoi(m[1])
-		if err != nil {
-			return time.Time{}, fmt.Errorf("number too large")
-		}
 		unit := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour, "d": 24 * time.Hour, "w": 7 * 24 * time.Hour}[m[2]]
+		n, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil || n > maxRelative/int64(unit) {
+			return time.Time{}, fmt.Errorf("relative time too far back: at most %d days", maxRelative/int64(24*time.Hour))
+		}
 		return now.Add(-time.Duration(n) * unit).UTC(), nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
