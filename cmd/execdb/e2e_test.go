@@ -230,6 +230,10 @@ func TestServeShutsDownOnSIGTERM(t *testing.T) {
 
 func TestServeConfigErrors(t *testing.T) {
 	bin := execdbBinary(t)
+	emptyTokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(emptyTokens, []byte("# buildbot:change-me\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args   []string
 		env    string
@@ -243,6 +247,7 @@ func TestServeConfigErrors(t *testing.T) {
 		{[]string{"serve"}, "EXECDB_AUTO_RESCHEDULE=-1", 2, "EXECDB_AUTO_RESCHEDULE"},
 		{[]string{"serve", "--db", "mysql://x"}, "", 1, "postgres://"},
 		{[]string{"serve", "extra"}, "", 2, "unexpected argument"},
+		{[]string{"serve", "--tokens-file", emptyTokens, "--db", "sqlite:never.db"}, "", 1, "holds no tokens"},
 		{[]string{"frobnicate"}, "", 2, "unknown command"},
 	}
 	for _, tc := range cases {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fedora-qa/execdb/api"
@@ -127,6 +128,26 @@ func newLogger(format string) (*zap.Logger, error) {
 // serve runs the service until ctx is done. listening, when not nil, is told the HTTP address
 // once the server accepts connections (tests listen on port 0).
 func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func(addr string)) error {
+	// Check what can be checked before touching the database or starting any sweep.
+	tokens, err := loadTokens(cfg.TokensFile)
+	if err != nil {
+		return err
+	}
+	if len(tokens) > 0 {
+		log.Info("write tokens loaded", zap.Int("tokens", len(tokens)))
+	} else {
+		log.Warn("no tokens configured (EXECDB_TOKENS_FILE): writes are accepted from loopback addresses only, without authentication")
+		if !loopbackAddress(cfg.Listen) {
+			log.Warn("listening beyond loopback without tokens: a reverse proxy on this machine makes every client look local; configure EXECDB_TOKENS_FILE",
+				zap.String("listen", cfg.Listen))
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("EXECDB_LISTEN: %w", err)
+	}
+	defer ln.Close() // a no-op once the server closed it
+
 	backend, err := openBackend(ctx, cfg.DB)
 	if err != nil {
 		return err
@@ -134,42 +155,28 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	defer backend.Close() // closed last, after everything that uses it stopped
 	log.Info("database ready", zap.String("db", redact(cfg.DB)))
 
-	tokens := map[string]string{}
-	if cfg.TokensFile != "" {
-		f, err := os.Open(cfg.TokensFile)
-		if err != nil {
-			return fmt.Errorf("EXECDB_TOKENS_FILE: %w", err)
-		}
-		tokens, err = api.ParseTokens(f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("EXECDB_TOKENS_FILE %s: %w", cfg.TokensFile, err)
-		}
-		if len(tokens) == 0 {
-			return fmt.Errorf("EXECDB_TOKENS_FILE %s holds no tokens; add name:token lines, or unset it to accept writes from loopback only", cfg.TokensFile)
-		}
-		log.Info("write tokens loaded", zap.Int("tokens", len(tokens)))
-	} else {
-		log.Warn("no tokens configured (EXECDB_TOKENS_FILE): writes are accepted from loopback addresses only, without authentication")
-	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	jobs := metrics.NewJobs(registry)
 	store := storage.New(backend, storage.Config{TopicPrefix: cfg.TopicPrefix})
 
-	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBus()
-	bus, err := startBus(busCtx, busDeps{cfg: cfg, store: store, log: log, registry: registry, jobs: jobs})
+	// The consumers, the relay and the sweeps run until stopBackground: on shutdown, before the
+	// HTTP server, so that no message is taken that could not be finished.
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	bus, err := startBus(workCtx, busDeps{cfg: cfg, store: store, log: log, registry: registry, jobs: jobs})
 	if err != nil {
 		return err
 	}
-	stopWatchdog := startWatchdog(busCtx, watchdogDeps{cfg: cfg, store: store, log: log, registry: registry, jobs: jobs})
-	handler := api.New(store, api.Config{Tokens: tokens, Logger: log, Registry: registry, Jobs: jobs, Checks: bus.checks}).Handler()
+	waitWatchdog := startWatchdog(workCtx, watchdogDeps{cfg: cfg, store: store, log: log, registry: registry, jobs: jobs})
+	stopBackground := sync.OnceFunc(func() {
+		stopWork()
+		waitWatchdog()
+		bus.wait()
+	})
+	defer stopBackground()
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("EXECDB_LISTEN: %w", err)
-	}
+	handler := api.New(store, api.Config{Tokens: tokens, Logger: log, Registry: registry, Jobs: jobs, Checks: bus.checks}).Handler()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 	served := make(chan error, 1)
@@ -181,17 +188,11 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 
 	select {
 	case err := <-served:
-		stopBus()
-		stopWatchdog()
-		bus.wait()
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
-	// Stop taking messages first; the relay flushes what committed before it stops.
-	stopBus()
-	stopWatchdog()
-	bus.wait()
+	stopBackground()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
@@ -202,4 +203,38 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// loadTokens reads EXECDB_TOKENS_FILE; none configured gives no tokens, a file without any is
+// an error (it would silently refuse every write from elsewhere).
+func loadTokens(path string) (map[string]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("EXECDB_TOKENS_FILE: %w", err)
+	}
+	defer f.Close()
+	tokens, err := api.ParseTokens(f)
+	if err != nil {
+		return nil, fmt.Errorf("EXECDB_TOKENS_FILE %s: %w", path, err)
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("EXECDB_TOKENS_FILE %s holds no tokens; add name:token lines, or unset it to accept writes from loopback only", path)
+	}
+	return tokens, nil
+}
+
+// loopbackAddress reports whether a listen address is on loopback only.
+func loopbackAddress(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
