@@ -75,11 +75,16 @@ type EventsResponse struct {
 }
 
 // CreateJob asks for a new SCHEDULED job. Repeating the same request (same idempotency key)
-// returns the job the first one made, with Created false.
+// returns the job the first one made, with Created false. The key is IdempotencyKey, else
+// RequestID, else the UUID the request names, else a new random one for this call (its retries
+// reuse it).
 func (c *Client) CreateJob(ctx context.Context, req CreateJobRequest) (*JobResponse, error) {
 	key := req.IdempotencyKey
 	if key == "" {
 		key = req.RequestID
+	}
+	if key == "" && req.UUID != uuid.Nil {
+		key = req.UUID.String() // what the server defaults the request id to: a re-run is a repeat
 	}
 	if key == "" {
 		key = c.newKey()
