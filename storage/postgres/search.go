@@ -102,13 +102,19 @@ func (b *Backend) fillKeyVals(ctx context.Context, jobs []statemachine.Job) erro
 // percentiles as storage.Percentile.
 func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.StatsResult, error) {
 	var res storage.StatsResult
+	// The total and the groups come from one snapshot, so that shares add up.
+	tx, err := b.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return res, interpretError(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // read-only
 	countSQL, countArgs := sqlbuild.Count(dialect{}, s.Filter)
-	if err := b.pool.QueryRow(ctx, countSQL, countArgs...).Scan(&res.Total); err != nil {
+	if err := tx.QueryRow(ctx, countSQL, countArgs...).Scan(&res.Total); err != nil {
 		return res, interpretError(err)
 	}
 	groups := sqlbuild.GroupColumns(s)
 	sql, args := statsSQL(s)
-	rows, err := b.pool.Query(ctx, sql, args...)
+	rows, err := tx.Query(ctx, sql, args...)
 	if err != nil {
 		return res, interpretError(err)
 	}
