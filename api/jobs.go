@@ -69,6 +69,9 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request, req writeRequest
 		return err
 	}
 	a.logWrite(statemachine.EventCreate, res, req.meta)
+	for _, p := range res.Parked { // start and end messages that were waiting for this job
+		a.jobs.Observe(p.Meta.Origin, p.Kind, p.Result)
+	}
 	status := http.StatusOK
 	if res.Created {
 		status = http.StatusCreated

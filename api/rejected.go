@@ -1,8 +1,111 @@
 package api
 
-import "net/http"
+import (
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strconv"
+	"unicode/utf8"
 
-// listRejected answers GET /api/v1/rejected: rejected bus messages, newest first.
+	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/fedora-qa/execdb/storage"
+)
+
+// Page sizes of GET /api/v1/rejected.
+const (
+	defaultRejectedLimit = 50
+	maxRejectedLimit     = 500
+)
+
+// rejectedJSON is one rejected bus message on the wire: the raw body as a string when it is
+// UTF-8, else base64.
+type rejectedJSON struct {
+	storage.RejectedMessage
+	Body       *string `json:"body"`
+	BodyBase64 *string `json:"body_base64,omitempty"`
+}
+
+// listRejected answers GET /api/v1/rejected: rejected bus messages, newest first, in pages of
+// `limit` (default 50, at most 500); `before` continues after an id, `reason` and `transport`
+// filter. Unknown parameters are refused like everywhere in the API.
 func (a *API) listRejected(w http.ResponseWriter, r *http.Request) {
-	writeError(w, &httpError{status: http.StatusNotImplemented, message: "rejected messages are listed once the bus consumers exist"})
+	q := storage.RejectedQuery{Limit: defaultRejectedLimit}
+	params := r.URL.Query()
+	for name, values := range params {
+		value := values[len(values)-1]
+		bad := func(msg string) {
+			writeError(w, &httpError{status: http.StatusBadRequest, field: name, message: msg})
+		}
+		switch name {
+		case "limit":
+			n, err := strconv.Atoi(value)
+			if err != nil || n < 1 || n > maxRejectedLimit {
+				bad("want a whole number from 1 to " + strconv.Itoa(maxRejectedLimit) + ", got " + strconv.Quote(value))
+				return
+			}
+			q.Limit = n
+		case "before":
+			n, err := strconv.ParseInt(value, 10, 64)
+			if err != nil || n < 1 {
+				bad("want the id of a rejected message, got " + strconv.Quote(value))
+				return
+			}
+			q.BeforeID = n
+		case "reason":
+			if !validReason(storage.RejectReason(value)) {
+				bad("unknown reason " + strconv.Quote(value))
+				return
+			}
+			q.Reason = storage.RejectReason(value)
+		case "transport":
+			if value != string(statemachine.OriginAMQP) && value != string(statemachine.OriginFedmsg) {
+				bad("want amqp or fedmsg, got " + strconv.Quote(value))
+				return
+			}
+			q.Transport = statemachine.Origin(value)
+		default:
+			bad("unknown parameter")
+			return
+		}
+	}
+	want := q.Limit
+	q.Limit++ // one more tells whether there is a next page
+	msgs, err := a.store.Backend().Rejected(r.Context(), q)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var next *string
+	if len(msgs) > want {
+		msgs = msgs[:want]
+		v := url.Values{}
+		for name, values := range params {
+			v[name] = values
+		}
+		v.Set("before", strconv.FormatInt(msgs[len(msgs)-1].ID, 10))
+		v.Set("limit", strconv.Itoa(want))
+		u := "/api/v1/rejected?" + v.Encode()
+		next = &u
+	}
+	data := make([]rejectedJSON, len(msgs))
+	for i, m := range msgs {
+		data[i] = rejectedJSON{RejectedMessage: m}
+		if utf8.Valid(m.Body) {
+			s := string(m.Body)
+			data[i].Body = &s
+		} else {
+			s := base64.StdEncoding.EncodeToString(m.Body)
+			data[i].BodyBase64 = &s
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": data, "next": next})
+}
+
+func validReason(r storage.RejectReason) bool {
+	switch r {
+	case storage.RejectUndecodable, storage.RejectSchema, storage.RejectUnknownTopic, storage.RejectTopicMismatch,
+		storage.RejectUnknownJob, storage.RejectConflict, storage.RejectLate, storage.RejectUnprocessable:
+		return true
+	}
+	return false
 }

@@ -20,13 +20,13 @@ import (
 
 // Limits on key-value maps (`data` and `crash.keyvals`), CONTRACT section 1.
 const (
-	MaxKeys          = 64
-	MaxValuesPerKey  = 16
-	MaxValueBytes    = 1024
-	maxStringBytes   = 4096 // urls, runner fields… a sane bound for free strings
+	MaxKeys         = 64
+	MaxValuesPerKey = 16
+	MaxValueBytes   = 1024
+	maxStringBytes  = 4096 // urls, runner fields… a sane bound for free strings
 	// MaxKeyBytes bounds the strings that are indexed or looked up: taskname, item, item_type,
 	// arch, request_id. PostgreSQL cannot index much more than 2.7 kB in one entry.
-	MaxKeyBytes = 1024
+	MaxKeyBytes      = 1024
 	keyPatternString = `^[A-Za-z0-9_.-]{1,64}$`
 )
 

@@ -61,6 +61,7 @@ type Result struct {
 	Verdict   statemachine.Verdict
 	StateFrom statemachine.State // empty for a create
 	Created   bool               // a create made a new job (false: the request id was known)
+	Parked    []ParkedApplied    // events that waited for a created job and were applied to it
 }
 
 // Create makes a SCHEDULED job, or returns the job an earlier create with the same request id
@@ -81,6 +82,10 @@ func (s *Store) Create(ctx context.Context, n statemachine.NewJob, meta statemac
 	}
 	var res Result
 	err := s.backend.InTx(ctx, func(tx Tx) error {
+		// Serialised with parking events for this uuid (store_bus.go).
+		if err := tx.LockKeys(ctx, []uuid.UUID{n.UUID}); err != nil {
+			return err
+		}
 		existing, err := tx.JobByRequestID(ctx, n.RequestID)
 		if err == nil {
 			res = Result{Job: existing, Verdict: statemachine.Duplicate, StateFrom: existing.State}
@@ -97,7 +102,11 @@ func (s *Store) Create(ctx context.Context, n statemachine.NewJob, meta statemac
 		if err := tx.AppendHistory(ctx, s.history(job.UUID, statemachine.EventCreate, res, meta, createDetail(n))); err != nil {
 			return err
 		}
-		return s.queue(ctx, tx, msg, meta.ReceivedAt)
+		if err := s.queue(ctx, tx, msg, meta.ReceivedAt); err != nil {
+			return err
+		}
+		res.Job, res.Parked, err = s.applyParked(ctx, tx, job)
+		return err
 	})
 	if errors.Is(err, ErrConflict) {
 		// Either a concurrent create with the same request id won the race, or the uuid is

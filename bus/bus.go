@@ -1,0 +1,130 @@
+// Package bus states what ExecDB needs from a message bus, whatever the transport: take
+// messages off it (Subscriber) and put messages on it (Publisher). rabbitmq, fedmsg and
+// bus/memory implement it; bus/bustest is the suite every implementation passes.
+package bus
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"time"
+)
+
+// ErrClosed is returned by a Subscriber or Publisher that was closed.
+var ErrClosed = errors.New("bus: closed")
+
+// ErrTopicMismatch is a Delivery's Malformed error when the topic the transport routed the
+// message by disagrees with the topic inside it (a fedmsg frame and its envelope).
+var ErrTopicMismatch = errors.New("topic disagrees with the envelope's topic")
+
+// Message is one message on a bus.
+type Message struct {
+	// ID is the message's id, its dedup key: the AMQP message_id, the fedmsg msg_id. A
+	// publisher sends it unchanged; a subscriber reports it as the transport carried it.
+	ID string
+	// Topic is the full topic (AMQP routing key).
+	Topic string
+	// Body is the JSON body.
+	Body []byte
+	// Headers are string headers (AMQP; fedmsg has none). A publisher may add its own.
+	Headers map[string]string
+	// Time is when the message was created or sent: for a received message the sender's
+	// sent-at (zero when unknown), for a published one its creation time, which transports
+	// that put a time in the id (fedmsg's "<year>-<uuid>") use.
+	Time time.Time
+}
+
+// Features declares what a transport guarantees, so that callers and the shared test suite
+// know what to expect instead of the transport faking what it cannot do.
+type Features struct {
+	// Acks: a delivery that is not acknowledged is delivered again (after Close, or after the
+	// connection dropped). Without acks Ack and Reject do nothing and a message in flight when
+	// the process stops is lost.
+	Acks bool
+	// DeadLetter: Reject keeps the message aside (a dead-letter queue) rather than dropping it.
+	DeadLetter bool
+	// Durable: messages published while no subscriber is connected wait for it. ZeroMQ PUB/SUB
+	// drops them.
+	Durable bool
+	// Headers: the transport carries Message.Headers.
+	Headers bool
+}
+
+// Acknowledger settles a delivery.
+type Acknowledger interface {
+	// Ack says the delivery was handled; it is not delivered again.
+	Ack() error
+	// Reject says the delivery cannot be handled: dead-lettered when the transport can,
+	// dropped otherwise. With requeue it is delivered again instead.
+	Reject(requeue bool) error
+}
+
+// Delivery is a received message and the means to settle it.
+type Delivery struct {
+	Message
+	// Redelivered reports that the transport delivered the message before (as far as it
+	// knows).
+	Redelivered bool
+	// ReceivedAt is when the subscriber took the message off the transport.
+	ReceivedAt time.Time
+	// Malformed is set when the transport received the message but could not read it (a
+	// fedmsg envelope that is not JSON, or ErrTopicMismatch). Body then holds the raw bytes
+	// and ID one derived from them. The receiver rejects such a delivery.
+	Malformed error
+	// Acker settles the delivery; nil for a transport without acks.
+	Acker Acknowledger
+}
+
+// Ack acknowledges the delivery (a no-op without acks).
+func (d Delivery) Ack() error {
+	if d.Acker == nil {
+		return nil
+	}
+	return d.Acker.Ack()
+}
+
+// Reject rejects the delivery, or hands it back with requeue (a no-op without acks).
+func (d Delivery) Reject(requeue bool) error {
+	if d.Acker == nil {
+		return nil
+	}
+	return d.Acker.Reject(requeue)
+}
+
+// Subscriber takes messages off a bus. Receive is called by one goroutine at a time; Close may
+// be called from any goroutine, also while Receive blocks, and more than once.
+type Subscriber interface {
+	// Receive blocks until a message arrives, ctx is done (ctx.Err()) or the subscriber is
+	// closed (ErrClosed). A subscriber reconnects by itself: a dropped connection does not
+	// end Receive.
+	Receive(ctx context.Context) (Delivery, error)
+	// Features says what the transport guarantees.
+	Features() Features
+	// Close stops receiving; deliveries not acknowledged are handed back where the transport
+	// can. Later calls return nil.
+	Close() error
+}
+
+// Publisher puts messages on a bus. Publish is called by one goroutine at a time; Close may be
+// called from any goroutine and more than once.
+type Publisher interface {
+	// Publish sends the messages in order and returns how many of them, from the first, the
+	// transport accepted for good (confirmed by the broker, or handed to the socket for a
+	// transport without confirms). An error says why it stopped there.
+	Publish(ctx context.Context, msgs []Message) (int, error)
+	// Features says what the transport guarantees.
+	Features() Features
+	// Close stops publishing. Later calls return nil.
+	Close() error
+}
+
+// ContentID is the id given to a message that carries none: a hash of its topic and body, so
+// that a redelivery gets the same id.
+func ContentID(topic string, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(topic))
+	h.Write([]byte{0})
+	h.Write(body)
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}

@@ -1,0 +1,420 @@
+package consumer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fedora-qa/execdb/bus"
+	"github.com/fedora-qa/execdb/bus/memory"
+	"github.com/fedora-qa/execdb/consumer"
+	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/fedora-qa/execdb/storage"
+	"github.com/fedora-qa/execdb/storage/postgres"
+	"github.com/fedora-qa/execdb/storage/sqlite"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const prefix = "org.example"
+
+// wait bounds eventual delivery; generous, the tests do not measure speed.
+const wait = 60 * time.Second
+
+func sqliteStore(t *testing.T) *storage.Store {
+	t.Helper()
+	b, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "execdb.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if err := b.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return storage.New(b, storage.Config{TopicPrefix: prefix})
+}
+
+func postgresStore(t *testing.T) *storage.Store {
+	t.Helper()
+	b, err := postgres.Open(context.Background(), testenv.PostgresSchema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if err := b.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return storage.New(b, storage.Config{TopicPrefix: prefix})
+}
+
+// run starts a consumer on sub and stops it when the test ends.
+func run(t *testing.T, store *storage.Store, origin statemachine.Origin, sub bus.Subscriber, m *consumer.Metrics) {
+	t.Helper()
+	c := consumer.New(consumer.Config{Store: store, Origin: origin, Prefix: prefix, Metrics: m,
+		Backoff: bus.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, sub) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("consumer: %v", err)
+		}
+		sub.Close()
+	})
+}
+
+// eventually polls cond until it holds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func waitState(t *testing.T, s *storage.Store, id uuid.UUID, state statemachine.State) statemachine.Job {
+	t.Helper()
+	var job statemachine.Job
+	eventually(t, fmt.Sprintf("job %s to be %s", id, state), func() bool {
+		var err error
+		job, err = s.Job(context.Background(), id)
+		return err == nil && job.State == state
+	})
+	return job
+}
+
+func trigger(id uuid.UUID) string {
+	return fmt.Sprintf(`{"taskname":"rpmlint","item":"foo-1.0-1.fc45","item_type":"koji_build","uuid":%q,"data":{"koji_tag":"f45"},"future_field":1}`, id)
+}
+
+func start(id uuid.UUID) string {
+	return fmt.Sprintf(`{"uuid":%q,"runner":{"name":"buildbot","jobid":"all/1","worker":"w1","url":"http://bb/1"}}`, id)
+}
+
+func end(id uuid.UUID, state string) string {
+	if state == "CRASHED" {
+		return fmt.Sprintf(`{"uuid":%q,"state":"CRASHED","crash":{"notify":"task","cause":"task","keyvals":{"step":"RUN"}}}`, id)
+	}
+	return fmt.Sprintf(`{"uuid":%q,"state":%q,"log_url":"http://logs/1"}`, id, state)
+}
+
+func message(id, suffix, body string) bus.Message {
+	return bus.Message{ID: id, Topic: prefix + "." + suffix, Body: []byte(body), Time: time.Now()}
+}
+
+type memoryBus struct {
+	broker *memory.Broker
+	pub    bus.Publisher
+}
+
+func newMemory(t *testing.T, store *storage.Store, m *consumer.Metrics) *memoryBus {
+	b := memory.NewBroker()
+	b.Declare("execdb", consumer.Topics(prefix)...)
+	b.Declare("other", "org.example.elsewhere")
+	run(t, store, statemachine.OriginAMQP, b.Subscribe("execdb"), m)
+	return &memoryBus{broker: b, pub: b.Publisher()}
+}
+
+func (mb *memoryBus) send(t *testing.T, msgs ...bus.Message) {
+	t.Helper()
+	if _, err := mb.pub.Publish(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func history(t *testing.T, s *storage.Store, id uuid.UUID) []storage.HistoryEntry {
+	t.Helper()
+	h, err := s.History(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func rejected(t *testing.T, s *storage.Store) []storage.RejectedMessage {
+	t.Helper()
+	r, err := s.Backend().Rejected(context.Background(), storage.RejectedQuery{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestJobLife(t *testing.T) {
+	store := sqliteStore(t)
+	reg := prometheus.NewRegistry()
+	metrics := consumer.NewMetrics(reg)
+	mb := newMemory(t, store, metrics)
+	id := uuid.New()
+	mb.send(t, message("m-trigger", consumer.SuffixTrigger, trigger(id)), message("m-start", consumer.SuffixStart, start(id)),
+		message("m-end", consumer.SuffixEnd, end(id, "CRASHED")))
+	job := waitState(t, store, id, statemachine.Crashed)
+	if job.Source == nil || job.Source.MsgID != "m-trigger" || job.Source.Topic != prefix+"."+consumer.SuffixTrigger || job.RequestID != "m-trigger" {
+		t.Errorf("got source %+v request_id %q, want the trigger message itself", job.Source, job.RequestID)
+	}
+	if job.Runner == nil || job.Crash == nil || job.Crash.KeyVals["step"][0] != "RUN" || job.Data["koji_tag"][0] != "f45" {
+		t.Errorf("got job %+v", job)
+	}
+	h := history(t, store, id)
+	if len(h) != 3 || h[1].Origin != statemachine.OriginAMQP || h[1].MessageID != "m-start" {
+		t.Errorf("got history %+v", h)
+	}
+	msgs, _ := store.Backend().Outbox(context.Background(), 0, 10)
+	var topics []string
+	for _, m := range msgs {
+		topics = append(topics, m.Topic)
+	}
+	if want := []string{"org.example.execdb.job.scheduled", "org.example.execdb.job.running", "org.example.execdb.job.crashed.task.task"}; !slices.Equal(topics, want) {
+		t.Errorf("got outbox %v, want %v", topics, want)
+	}
+	eventually(t, "the queue to drain", func() bool { return mb.broker.Len("execdb") == 0 })
+	eventually(t, "metrics", func() bool {
+		return counter(t, reg, "execdb_bus_messages_total", map[string]string{"transport": "amqp", "kind": "end", "outcome": "applied"}) == 1
+	})
+}
+
+// counter reads one labelled counter from the registry; 0 when it does not exist.
+func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+func TestDuplicatesAndRedelivery(t *testing.T) {
+	store := sqliteStore(t)
+	mb := newMemory(t, store, nil)
+	id := uuid.New()
+	mb.send(t, message("t", consumer.SuffixTrigger, trigger(id)), message("t", consumer.SuffixTrigger, trigger(id)),
+		message("s", consumer.SuffixStart, start(id)), message("s", consumer.SuffixStart, start(id)))
+	waitState(t, store, id, statemachine.Running)
+	// A trigger repeated under another message id with the same request id is a duplicate.
+	body := strings.Replace(trigger(id), `"uuid"`, `"request_id":"r1","uuid"`, 1)
+	mb.send(t, message("e", consumer.SuffixEnd, end(id, "FINISHED")), message("e", consumer.SuffixEnd, end(id, "FINISHED")))
+	waitState(t, store, id, statemachine.Finished)
+	eventually(t, "the queue to drain", func() bool { return mb.broker.Len("execdb") == 0 })
+	if h := history(t, store, id); len(h) != 3 {
+		t.Errorf("got %d history entries, want 3: a redelivered message has no second effect", len(h))
+	}
+	other := uuid.New()
+	mb.send(t, message("x1", consumer.SuffixTrigger, strings.Replace(body, id.String(), other.String(), 1)),
+		message("x2", consumer.SuffixTrigger, strings.Replace(body, id.String(), other.String(), 1)))
+	waitState(t, store, other, statemachine.Scheduled)
+	eventually(t, "both triggers recorded", func() bool { return len(history(t, store, other)) == 2 })
+	if h := history(t, store, other); h[1].Verdict != statemachine.Duplicate {
+		t.Errorf("got %+v, want the second trigger a duplicate", h[1])
+	}
+	if n := len(mb.broker.DeadLetters("execdb")); n != 0 {
+		t.Errorf("got %d dead letters, want 0", n)
+	}
+}
+
+func TestEndBeforeStartBeforeTrigger(t *testing.T) {
+	store := sqliteStore(t)
+	mb := newMemory(t, store, nil)
+	id := uuid.New()
+	mb.send(t, message("e", consumer.SuffixEnd, end(id, "FINISHED")))
+	mb.send(t, message("s", consumer.SuffixStart, start(id)))
+	eventually(t, "both parked", func() bool { return mb.broker.Len("execdb") == 0 })
+	mb.send(t, message("t", consumer.SuffixTrigger, trigger(id)))
+	job := waitState(t, store, id, statemachine.Finished)
+	if job.Runner == nil || job.LogURL != "http://logs/1" {
+		t.Errorf("got %+v, want the end's log url and the late start's runner", job)
+	}
+	h := history(t, store, id)
+	if len(h) != 3 || h[1].MessageID != "e" || h[2].MessageID != "s" || h[2].Verdict != statemachine.Late {
+		t.Errorf("got history %+v", h)
+	}
+	eventually(t, "the late start listed", func() bool {
+		r := rejected(t, store)
+		return len(r) == 1 && r[0].Reason == storage.RejectLate && r[0].MessageID == "s"
+	})
+}
+
+// TestPoisonMessages sends every kind of bad message, each followed by a valid one: each bad
+// one is rejected with its reason and dead-lettered, every valid one applied.
+func TestPoisonMessages(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			var store *storage.Store
+			if backend == "sqlite" {
+				store = sqliteStore(t)
+			} else {
+				store = postgresStore(t)
+			}
+			testPoison(t, store)
+		})
+	}
+}
+
+func testPoison(t *testing.T, store *storage.Store) {
+	mb := newMemory(t, store, nil)
+	done := uuid.New()
+	mb.send(t, message("setup", consumer.SuffixTrigger, trigger(done)), message("setup-end", consumer.SuffixEnd, end(done, "FINISHED")))
+	waitState(t, store, done, statemachine.Finished)
+	poison := []struct {
+		msg    bus.Message
+		reason storage.RejectReason
+		field  string
+	}{
+		{message("p-json", consumer.SuffixStart, `{"uuid": nope`), storage.RejectUndecodable, ""},
+		{message("p-array", consumer.SuffixStart, `["uuid"]`), storage.RejectUndecodable, ""},
+		{message("p-empty", consumer.SuffixEnd, ``), storage.RejectUndecodable, ""},
+		{message("p-schema", consumer.SuffixEnd, fmt.Sprintf(`{"uuid":%q,"state":"CRASHED","crash":{"cause":"gremlins"}}`, uuid.New())), storage.RejectSchema, "crash.cause"},
+		{message("p-missing", consumer.SuffixTrigger, `{"taskname":"x","item":"y"}`), storage.RejectSchema, "item_type"},
+		{message("p-keyval", consumer.SuffixTrigger, `{"taskname":"x","item":"y","item_type":"z","data":{"k":"`+strings.Repeat("v", 2000)+`"}}`), storage.RejectSchema, "data.k"},
+		{message("p-nouuid", consumer.SuffixStart, `{"started_at":"2026-01-01T00:00:00Z"}`), storage.RejectSchema, "uuid"},
+		{bus.Message{ID: "p-topic", Topic: prefix + ".taskotron.runtask.endless", Body: []byte(`{}`)}, storage.RejectUnknownTopic, ""},
+		{message("p-conflict", consumer.SuffixEnd, end(done, "CRASHED")), storage.RejectConflict, ""},
+		{message("p-late", consumer.SuffixStart, start(done)), storage.RejectLate, ""},
+	}
+	for i, p := range poison {
+		valid := uuid.New()
+		mb.send(t, p.msg, message(fmt.Sprint("valid-", i), consumer.SuffixTrigger, trigger(valid)))
+		waitState(t, store, valid, statemachine.Scheduled)
+	}
+	// A string the database may refuse (PostgreSQL keeps no NUL in text): rejected as
+	// unprocessable there, applied where it is stored.
+	nul := uuid.New()
+	mb.send(t, message("p-nul", consumer.SuffixTrigger, strings.Replace(trigger(nul), "rpmlint", `rpm\u0000lint`, 1)))
+	after := uuid.New()
+	mb.send(t, message("after-nul", consumer.SuffixTrigger, trigger(after)))
+	waitState(t, store, after, statemachine.Scheduled)
+	got := map[string]storage.RejectedMessage{}
+	eventually(t, "every poison message rejected, the NUL one rejected or applied", func() bool {
+		for _, r := range rejected(t, store) {
+			got[r.MessageID] = r
+		}
+		_, nulRejected := got["p-nul"]
+		_, err := store.Job(context.Background(), nul)
+		return len(got) >= len(poison) && (nulRejected || err == nil)
+	})
+	for _, p := range poison {
+		r, ok := got[p.msg.ID]
+		if !ok {
+			t.Errorf("%s: not rejected", p.msg.ID)
+			continue
+		}
+		if r.Reason != p.reason || r.Field != p.field || r.Transport != statemachine.OriginAMQP || r.Topic != p.msg.Topic || string(r.Body) != string(p.msg.Body) {
+			t.Errorf("%s: got %s field %q (%s), want %s field %q", p.msg.ID, r.Reason, r.Field, r.Detail, p.reason, p.field)
+		}
+	}
+	if r, ok := got["p-nul"]; ok {
+		if r.Reason != storage.RejectUnprocessable {
+			t.Errorf("p-nul: got %s, want unprocessable", r.Reason)
+		}
+	} else if _, err := store.Job(context.Background(), nul); err != nil {
+		t.Errorf("p-nul: neither rejected nor applied: %v", err)
+	}
+	eventually(t, "the queue to drain", func() bool { return mb.broker.Len("execdb") == 0 })
+	var dead []string
+	for _, m := range mb.broker.DeadLetters("execdb") {
+		dead = append(dead, m.ID)
+	}
+	for _, p := range poison {
+		if !slices.Contains(dead, p.msg.ID) {
+			t.Errorf("%s: not dead-lettered (dead letters: %v)", p.msg.ID, dead)
+		}
+	}
+}
+
+func TestUnknownJobExpires(t *testing.T) {
+	store := sqliteStore(t)
+	reg := prometheus.NewRegistry()
+	metrics := consumer.NewMetrics(reg)
+	mb := newMemory(t, store, metrics)
+	id := uuid.New()
+	mb.send(t, message("orphan", consumer.SuffixEnd, end(id, "FINISHED")))
+	eventually(t, "the end parked", func() bool { return mb.broker.Len("execdb") == 0 })
+	sw := consumer.NewSweeper(consumer.SweeperConfig{Store: store, ParkTTL: time.Millisecond, Metrics: metrics})
+	eventually(t, "the sweeper to reject it", func() bool {
+		sw.Sweep(context.Background())
+		r := rejected(t, store)
+		return len(r) == 1 && r[0].Reason == storage.RejectUnknownJob && r[0].MessageID == "orphan"
+	})
+	if v := counter(t, reg, "execdb_bus_rejected_total", map[string]string{"transport": "amqp", "reason": "unknown_job"}); v != 1 {
+		t.Errorf("got execdb_bus_rejected_total{reason=unknown_job} %v, want 1", v)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	d := bus.Delivery{Message: bus.Message{Topic: prefix + ".taskotron.job.trigger", Body: []byte(`{}`)}, Malformed: fmt.Errorf("x: %w", bus.ErrTopicMismatch)}
+	if m := consumer.Decode(d, statemachine.OriginFedmsg, prefix); m.Reject == nil || m.Reject.Reason != storage.RejectTopicMismatch || m.Meta.MessageID == "" {
+		t.Errorf("got %+v", m)
+	}
+	d = bus.Delivery{Message: bus.Message{ID: "m", Topic: prefix + ".taskotron.job.trigger",
+		Body: []byte(`{"taskname":"a","item":"b","item_type":"c","request_id":"r","source":{"msg_id":"koji-1","topic":"buildsys"}}`)}}
+	m := consumer.Decode(d, statemachine.OriginFedmsg, prefix)
+	if m.Create == nil || m.Create.RequestID != "r" || m.Create.Source.MsgID != "koji-1" || m.Meta.Origin != statemachine.OriginFedmsg {
+		t.Errorf("got %+v", m)
+	}
+	b, _ := json.Marshal(m.Create)
+	if !strings.Contains(string(b), `"TaskName":"a"`) {
+		t.Errorf("got %s", b)
+	}
+}
+
+// TestShutdownHandsBack stops a consumer while messages wait: what it took is applied or
+// handed back, nothing is lost.
+func TestShutdownHandsBack(t *testing.T) {
+	store := sqliteStore(t)
+	b := memory.NewBroker()
+	b.Declare("execdb", consumer.Topics(prefix)...)
+	pub := b.Publisher()
+	var ids []uuid.UUID
+	var msgs []bus.Message
+	for i := range 300 {
+		id := uuid.New()
+		ids = append(ids, id)
+		msgs = append(msgs, message(fmt.Sprint("t", i), consumer.SuffixTrigger, trigger(id)))
+	}
+	pub.Publish(context.Background(), msgs)
+	c := consumer.New(consumer.Config{Store: store, Origin: statemachine.OriginAMQP, Prefix: prefix, BatchSize: 16})
+	ctx, cancel := context.WithCancel(context.Background())
+	sub := b.Subscribe("execdb")
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := c.Run(ctx, sub); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	eventually(t, "some progress", func() bool { return b.Len("execdb") < 300 })
+	cancel()
+	wg.Wait()
+	sub.Close()
+	// A second consumer takes the rest.
+	run(t, store, statemachine.OriginAMQP, b.Subscribe("execdb"), nil)
+	for _, id := range ids {
+		waitState(t, store, id, statemachine.Scheduled)
+	}
+	eventually(t, "the queue to drain", func() bool { return b.Len("execdb") == 0 })
+}

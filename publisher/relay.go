@@ -1,0 +1,275 @@
+// Package publisher is the outbox relay: it takes the job-state messages that committed with
+// their change and publishes them, in outbox order, to every configured bus, and removes them
+// from the outbox only once every bus accepted them (the broker's confirm, for AMQP). Delivery is at
+// least once: a message re-sent after a crash carries the same id.
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/fedora-qa/execdb/bus"
+	"github.com/fedora-qa/execdb/storage"
+	"go.uber.org/zap"
+)
+
+// Defaults of Config.
+const (
+	DefaultBatchSize = 500
+	// DefaultPoll is the safety-net poll with notifications (PostgreSQL).
+	DefaultPoll = 5 * time.Second
+	// DefaultFastPoll is the poll without notifications (SQLite).
+	DefaultFastPoll = 200 * time.Millisecond
+	// flushTimeout bounds the last flush at shutdown.
+	flushTimeout = 10 * time.Second
+)
+
+// Sink is one bus the relay publishes to.
+type Sink struct {
+	Name      string // transport name in logs and metrics: amqp, fedmsg
+	Publisher bus.Publisher
+}
+
+// Leader is implemented by backends that several serve processes may share (PostgreSQL): only
+// the process holding the lead relays, so that messages leave in outbox order. Lead blocks
+// until this process leads, then calls fn with a channel that receives a value when messages
+// were queued; fn's ctx ends when the lead is lost or ctx ends.
+type Leader interface {
+	Lead(ctx context.Context, fn func(ctx context.Context, wake <-chan struct{}) error) error
+}
+
+// Config configures a Relay.
+type Config struct {
+	// Backend holds the outbox.
+	Backend storage.Backend
+	// Sinks are the buses to publish to. Without any, messages are dropped from the outbox at
+	// once: there is nobody to tell.
+	Sinks []Sink
+	// Log receives problems; nil means none.
+	Log *zap.Logger
+	// Metrics are updated when set.
+	Metrics *Metrics
+	// BatchSize bounds the messages read and published at once; 0 means DefaultBatchSize.
+	BatchSize int
+	// Poll is the time between outbox reads when nothing wakes the relay; 0 means
+	// DefaultPoll with a Leader backend, DefaultFastPoll without.
+	Poll time.Duration
+	// Backoff paces retries while a bus or the database fails.
+	Backoff bus.Backoff
+}
+
+// Relay publishes the outbox. Run it once per process; Ready may be called concurrently.
+type Relay struct {
+	cfg Config
+	log *zap.Logger
+
+	mu      sync.Mutex
+	lastErr error
+}
+
+// New returns a relay.
+func New(cfg Config) *Relay {
+	_, leader := cfg.Backend.(Leader)
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = DefaultFastPoll
+		if leader {
+			cfg.Poll = DefaultPoll
+		}
+	}
+	if cfg.Backoff.Min == 0 {
+		cfg.Backoff.Min = 200 * time.Millisecond
+	}
+	if cfg.Backoff.Max == 0 {
+		cfg.Backoff.Max = 15 * time.Second
+	}
+	// Buses that can refuse (with confirms) go first: what they refuse is not sent to the
+	// others either, which keeps re-sends few.
+	cfg.Sinks = slices.Clone(cfg.Sinks)
+	slices.SortStableFunc(cfg.Sinks, func(a, b Sink) int {
+		switch aa, ba := a.Publisher.Features().Acks, b.Publisher.Features().Acks; {
+		case aa && !ba:
+			return -1
+		case !aa && ba:
+			return 1
+		}
+		return 0
+	})
+	r := &Relay{cfg: cfg, log: cfg.Log}
+	if r.log == nil {
+		r.log = zap.NewNop()
+	}
+	return r
+}
+
+// Run relays until ctx ends, then publishes what is still waiting (at most flushTimeout) and
+// returns. With a Leader backend it relays only while it leads.
+func (r *Relay) Run(ctx context.Context) error {
+	leader, ok := r.cfg.Backend.(Leader)
+	if !ok {
+		r.setLeading(true)
+		r.loop(ctx, ctx, nil)
+		return nil
+	}
+	backoff := r.cfg.Backoff
+	for {
+		err := leader.Lead(ctx, func(lctx context.Context, wake <-chan struct{}) error {
+			r.setLeading(true)
+			r.log.Info("outbox relay active")
+			backoff.Reset()
+			r.loop(ctx, lctx, wake)
+			return nil
+		})
+		r.setLeading(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			r.setErr(fmt.Errorf("relay lock: %w", err))
+			r.log.Warn("outbox relay lost or could not take the lead; trying again", zap.Error(err))
+		}
+		if !backoff.Wait(ctx) {
+			return nil
+		}
+	}
+}
+
+// loop publishes while lctx lasts. When ctx (the process) ends it flushes what waits; when
+// only lctx ends (the lead was lost) it stops at once: another process relays now.
+func (r *Relay) loop(ctx, lctx context.Context, wake <-chan struct{}) {
+	poll := time.NewTicker(r.cfg.Poll)
+	defer poll.Stop()
+	backoff := r.cfg.Backoff
+	for {
+		n, err := r.flush(lctx)
+		switch {
+		case err != nil && lctx.Err() == nil:
+			r.setErr(err)
+			r.log.Warn("publishing the outbox failed; retrying", zap.Error(err))
+			backoff.Wait(lctx) // when lctx ends, the next flush fails and the end is handled below
+			continue
+		case err == nil:
+			r.setErr(nil)
+			backoff.Reset()
+			if n == r.cfg.BatchSize {
+				continue // more is waiting
+			}
+		}
+		if lctx.Err() != nil {
+			if ctx.Err() != nil {
+				r.finalFlush(ctx)
+			}
+			return
+		}
+		select {
+		case <-lctx.Done():
+		case <-wake:
+		case <-poll.C:
+		}
+	}
+}
+
+// finalFlush publishes what committed before the shutdown, within flushTimeout.
+func (r *Relay) finalFlush(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	defer cancel()
+	for {
+		n, err := r.flush(fctx)
+		if err != nil {
+			r.log.Warn("outbox not flushed at shutdown; the messages go out at the next start", zap.Error(err))
+			return
+		}
+		if n < r.cfg.BatchSize {
+			return
+		}
+	}
+}
+
+// flush publishes one batch of the oldest unpublished messages and deletes from the outbox
+// what every bus accepted. It always reads from the lowest unpublished id, so that a message committed late
+// by a slow transaction (with a lower id than ones already published) is not skipped.
+func (r *Relay) flush(ctx context.Context) (int, error) {
+	rows, err := r.cfg.Backend.Outbox(ctx, 0, r.cfg.BatchSize)
+	if err != nil {
+		return 0, fmt.Errorf("read outbox: %w", err)
+	}
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	msgs := make([]bus.Message, len(rows))
+	for i, row := range rows {
+		msgs[i] = bus.Message{ID: row.MessageID.String(), Topic: row.Topic, Body: row.Body, Headers: row.Headers, Time: row.CreatedAt}
+	}
+	k := len(msgs)
+	var pubErr error
+	for _, s := range r.cfg.Sinks {
+		n, err := s.Publisher.Publish(ctx, msgs[:k])
+		if r.cfg.Metrics != nil {
+			r.cfg.Metrics.published.WithLabelValues(s.Name).Add(float64(n))
+			if err != nil {
+				r.cfg.Metrics.errors.WithLabelValues(s.Name).Inc()
+			}
+		}
+		if err != nil {
+			pubErr = errors.Join(pubErr, fmt.Errorf("%s: %w", s.Name, err))
+		}
+		k = min(k, n)
+	}
+	if k > 0 {
+		ids := make([]int64, k)
+		for i := range k {
+			ids[i] = rows[i].ID
+		}
+		now := time.Now()
+		if err := r.cfg.Backend.DeletePublished(context.WithoutCancel(ctx), ids); err != nil {
+			// Published but still in the outbox: they go out again, with the same ids.
+			return 0, errors.Join(pubErr, fmt.Errorf("delete published: %w", err))
+		}
+		if r.cfg.Metrics != nil {
+			for _, row := range rows[:k] {
+				r.cfg.Metrics.delay.Observe(now.Sub(row.CreatedAt).Seconds())
+			}
+		}
+	}
+	if pubErr != nil {
+		return k, pubErr
+	}
+	return k, nil
+}
+
+// Ready returns nil while the relay publishes without trouble, else why it is degraded and how
+// much waits.
+func (r *Relay) Ready(ctx context.Context) error {
+	r.mu.Lock()
+	err := r.lastErr
+	r.mu.Unlock()
+	if err == nil {
+		return nil
+	}
+	if st, serr := r.cfg.Backend.OutboxStats(ctx); serr == nil && st.Oldest != nil {
+		return fmt.Errorf("degraded: %d messages waiting since %s: %w", st.Backlog, st.Oldest.Format(time.RFC3339), err)
+	}
+	return fmt.Errorf("degraded: %w", err)
+}
+
+func (r *Relay) setErr(err error) {
+	r.mu.Lock()
+	r.lastErr = err
+	r.mu.Unlock()
+}
+
+func (r *Relay) setLeading(v bool) {
+	if r.cfg.Metrics != nil {
+		g := 0.0
+		if v {
+			g = 1
+		}
+		r.cfg.Metrics.leader.Set(g)
+	}
+}

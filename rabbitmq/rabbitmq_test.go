@@ -1,0 +1,145 @@
+package rabbitmq_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/fedora-qa/execdb/bus"
+	"github.com/fedora-qa/execdb/bus/bustest"
+	"github.com/fedora-qa/execdb/rabbitmq"
+	"github.com/fedora-qa/execdb/rabbitmq/rabbitmqtest"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func TestTransport(t *testing.T) {
+	url := rabbitmqtest.URL(t)
+	bustest.Run(t, func(t *testing.T, topics []string) (bus.Publisher, func(t *testing.T) bus.Subscriber) {
+		top := rabbitmq.Topology{Exchange: rabbitmqtest.Name("execdb-test-x"), Queue: rabbitmqtest.Name("execdb-test-q"), Bindings: topics}
+		rabbitmqtest.Topology(t, url, top)
+		pub := rabbitmq.NewPublisher(rabbitmq.PublisherConfig{URL: url, Exchange: top.Exchange})
+		t.Cleanup(func() { pub.Close() })
+		return pub, func(t *testing.T) bus.Subscriber {
+			s := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: url, Topology: top, Backoff: bus.Backoff{Min: 50 * time.Millisecond, Max: time.Second}})
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+	})
+}
+
+func TestWireFormat(t *testing.T) {
+	at := time.Date(2026, 11, 2, 10, 0, 0, 999_000_000, time.UTC)
+	p := rabbitmq.Publishing(bus.Message{ID: "6f0e", Topic: "t", Body: []byte(`{}`), Headers: map[string]string{
+		"fedora_messaging_schema": "execdb.job.v1", "fedora_messaging_severity": "30", "execdb_fatal": "true", "execdb_state": "CRASHED"}}, at)
+	if p.ContentType != "application/json" || p.ContentEncoding != "utf-8" || p.DeliveryMode != amqp.Persistent || p.MessageId != "6f0e" {
+		t.Errorf("got properties %+v", p)
+	}
+	want := amqp.Table{"fedora_messaging_schema": "execdb.job.v1", "fedora_messaging_severity": int32(30),
+		"execdb_fatal": true, "execdb_state": "CRASHED", "sent-at": "2026-11-02T10:00:00+00:00"}
+	for k, v := range want {
+		if p.Headers[k] != v {
+			t.Errorf("header %s: got %#v, want %#v", k, p.Headers[k], v)
+		}
+	}
+	m := rabbitmq.Message(amqp.Delivery{RoutingKey: "t", Body: []byte(`{"a":1}`), Headers: amqp.Table{
+		"sent-at": "2026-11-02T10:00:00+00:00", "fedora_messaging_severity": int64(20)}})
+	if m.ID != bus.ContentID("t", []byte(`{"a":1}`)) || m.Headers["fedora_messaging_severity"] != "20" || !m.Time.Equal(at.Truncate(time.Second)) {
+		t.Errorf("got %+v", m)
+	}
+}
+
+// TestReconnect drops the connections on the broker's side in the middle of a stream: the
+// subscriber and the publisher come back, and every message arrives.
+func TestReconnect(t *testing.T) {
+	url := rabbitmqtest.URL(t)
+	name := rabbitmqtest.Name("execdb-test-reconnect")
+	top := rabbitmq.Topology{Exchange: name + "-x", Queue: name + "-q", Bindings: []string{"org.example.reconnect"}}
+	rabbitmqtest.Topology(t, url, top)
+	pub := rabbitmq.NewPublisher(rabbitmq.PublisherConfig{URL: url, Exchange: top.Exchange, Name: name + " publisher"})
+	defer pub.Close()
+	sub := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: url, Topology: top, Name: name + " consumer",
+		Backoff: bus.Backoff{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}})
+	defer sub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), bustest.Wait)
+	defer cancel()
+	send := func(id string) {
+		t.Helper()
+		for {
+			n, err := pub.Publish(ctx, []bus.Message{{ID: id, Topic: "org.example.reconnect", Body: []byte(`{}`)}})
+			if n == 1 {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("publish %s: %v", id, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	send("before")
+	d, err := sub.Receive(ctx)
+	if err != nil || d.ID != "before" {
+		t.Fatalf("got %s, %v; want before", d.ID, err)
+	}
+	if err := d.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Ready(ctx); err != nil {
+		t.Fatalf("publisher ready: %v", err)
+	}
+	if n := rabbitmqtest.CloseConnections(t, name); n != 2 {
+		t.Fatalf("closed %d connections, want 2", n)
+	}
+	send("after")
+	d, err = sub.Receive(ctx)
+	if err != nil || d.ID != "after" {
+		t.Fatalf("got %s, %v; want after", d.ID, err)
+	}
+	d.Ack()
+	if err := sub.Ready(ctx); err != nil {
+		t.Errorf("subscriber ready: %v", err)
+	}
+}
+
+// TestQuorumQueue checks the queue is a quorum queue and rejected messages are dead-lettered.
+func TestTopology(t *testing.T) {
+	url := rabbitmqtest.URL(t)
+	name := rabbitmqtest.Name("execdb-test-topology")
+	top := rabbitmq.Topology{Exchange: "amq.topic", Queue: name, Bindings: []string{name + ".in"}}
+	rabbitmqtest.Topology(t, url, top)
+	ctx, cancel := context.WithTimeout(context.Background(), bustest.Wait)
+	defer cancel()
+	conn, err := rabbitmq.Dial(ctx, url, "execdb test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	qt, err := rabbitmq.Declare(conn, top) // again: no change
+	if err != nil || qt != rabbitmq.Quorum {
+		t.Fatalf("got %s, %v; want a quorum queue", qt, err)
+	}
+	rabbitmqtest.Publish(t, url, "amq.topic", rabbitmqtest.JSON(name+".in", "poison", `garbage`))
+	sub := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: url, Topology: top})
+	defer sub.Close()
+	d, err := sub.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Headers["fedora_messaging_schema"] != "base.message" || d.Time.IsZero() {
+		t.Errorf("got headers %v time %v", d.Headers, d.Time)
+	}
+	if err := d.Reject(false); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if dl, ok := rabbitmqtest.Get(t, url, name+".rejected"); ok {
+			if dl.MessageId != "poison" {
+				t.Errorf("dead letter: got %s", rabbitmqtest.String(dl))
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the rejected message never reached the dead-letter queue")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,205 @@
+// Package rabbitmqtest helps tests that need a real RabbitMQ: it finds the broker, makes
+// names no other test uses, deletes what a test declared and drops a test's connections the
+// way a broker restart would.
+package rabbitmqtest
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/rabbitmq"
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// URL returns EXECDB_TEST_AMQP_URL, skipping the test when it is unset and failing it when the
+// broker does not answer.
+func URL(t testing.TB) string {
+	t.Helper()
+	u := testenv.AMQPURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := rabbitmq.Dial(ctx, u, "execdb test probe")
+	if err != nil {
+		t.Fatalf("EXECDB_TEST_AMQP_URL is set but RabbitMQ does not answer: %v", err)
+	}
+	conn.Close()
+	return u
+}
+
+// Name returns a name no other test uses, for queues, exchanges, topic prefixes and
+// connection names.
+func Name(prefix string) string {
+	return prefix + "-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+}
+
+// Cleanup deletes the queues and exchanges when the test ends.
+func Cleanup(t testing.TB, url string, queues, exchanges []string) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := rabbitmq.Dial(ctx, url, "execdb test cleanup")
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer conn.Close()
+		for _, q := range queues {
+			if ch, err := conn.Channel(); err == nil {
+				ch.QueueDelete(q, false, false, false)
+				ch.Close()
+			}
+		}
+		for _, e := range exchanges {
+			if ch, err := conn.Channel(); err == nil {
+				ch.ExchangeDelete(e, false, false)
+				ch.Close()
+			}
+		}
+	})
+}
+
+// Topology declares the topology now (so that messages published before a subscriber
+// connects wait) and deletes it when the test ends.
+func Topology(t testing.TB, url string, top rabbitmq.Topology) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := rabbitmq.Dial(ctx, url, "execdb test setup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := rabbitmq.Declare(conn, top); err != nil {
+		t.Fatal(err)
+	}
+	exchanges := []string{top.Queue + ".dlx"}
+	if !strings.HasPrefix(top.Exchange, "amq.") {
+		exchanges = append(exchanges, top.Exchange)
+	}
+	Cleanup(t, url, []string{top.Queue, top.Queue + ".rejected"}, exchanges)
+}
+
+// Get takes one message off a queue without waiting; ok is false when the queue is empty.
+func Get(t testing.TB, url, queue string) (d amqp.Delivery, ok bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := rabbitmq.Dial(ctx, url, "execdb test get")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok, err = ch.Get(queue, true)
+	if err != nil {
+		t.Fatalf("get from %s: %v", queue, err)
+	}
+	return d, ok
+}
+
+// CloseConnections closes, on the broker's side, every connection whose name contains name, as
+// a broker restart or `rabbitmqctl close_all_connections` would, and returns how many. It
+// skips the test when rabbitmqctl is not available.
+func CloseConnections(t testing.TB, name string) int {
+	t.Helper()
+	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
+		t.Skip("rabbitmqctl is not installed")
+	}
+	out, err := exec.Command("rabbitmqctl", "-q", "list_connections", "pid", "client_properties").CombinedOutput()
+	if err != nil {
+		t.Skipf("rabbitmqctl list_connections: %v: %s", err, out)
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, name) {
+			continue
+		}
+		pid, _, _ := strings.Cut(strings.TrimSpace(line), "\t")
+		if out, err := exec.Command("rabbitmqctl", "-q", "close_connection", pid, "execdb test: simulated broker restart").CombinedOutput(); err != nil {
+			t.Fatalf("rabbitmqctl close_connection %s: %v: %s", pid, err, out)
+		}
+		n++
+	}
+	return n
+}
+
+// Publish publishes raw messages with confirms, as another application would.
+func Publish(t testing.TB, url, exchange string, msgs ...Raw) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := rabbitmq.Dial(ctx, url, "execdb test publisher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, m.Topic, false, false, m.Publishing)
+		if err != nil {
+			t.Fatalf("publish %s: %v", m.Topic, err)
+		}
+		if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+			t.Fatalf("publish %s: confirmed=%v err=%v", m.Topic, ok, err)
+		}
+	}
+}
+
+// Raw is a message as another application publishes it.
+type Raw struct {
+	Topic string
+	amqp.Publishing
+}
+
+// JSON is a fedora-messaging style message with the given id and body.
+func JSON(topic, id, body string) Raw {
+	return Raw{Topic: topic, Publishing: amqp.Publishing{
+		ContentType: "application/json", ContentEncoding: "utf-8", DeliveryMode: amqp.Persistent,
+		MessageId: id, Body: []byte(body),
+		Headers: amqp.Table{"fedora_messaging_schema": "base.message", "fedora_messaging_severity": int32(20),
+			"sent-at": time.Now().UTC().Format(rabbitmq.SentAtLayout)},
+	}}
+}
+
+// String describes a delivery for failure messages.
+func String(d amqp.Delivery) string {
+	return fmt.Sprintf("%s id=%s headers=%v body=%s", d.RoutingKey, d.MessageId, d.Headers, d.Body)
+}
+
+// QueueLen returns how many messages are ready in the queue (not counting those delivered and
+// not yet acknowledged).
+func QueueLen(t testing.TB, url, queue string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := rabbitmq.Dial(ctx, url, "execdb test inspect")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("inspect %s: %v", queue, err)
+	}
+	return q.Messages
+}

@@ -1,0 +1,131 @@
+package rabbitmq
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Topology is what the consumer needs on the broker: a durable queue bound to the exchange with
+// the topics it consumes, whose rejected messages go to a dead-letter exchange and queue.
+type Topology struct {
+	// Exchange is the topic exchange messages arrive on, e.g. amq.topic.
+	Exchange string
+	// Queue is the consumer's own durable queue.
+	Queue string
+	// Bindings are the routing keys bound from Exchange to Queue.
+	Bindings []string
+	// DeadLetterExchange receives what the consumer rejects; empty means Queue + ".dlx".
+	DeadLetterExchange string
+	// DeadLetterQueue keeps it; empty means Queue + ".rejected".
+	DeadLetterQueue string
+}
+
+func (t Topology) dlx() string {
+	if t.DeadLetterExchange != "" {
+		return t.DeadLetterExchange
+	}
+	return t.Queue + ".dlx"
+}
+
+func (t Topology) dlq() string {
+	if t.DeadLetterQueue != "" {
+		return t.DeadLetterQueue
+	}
+	return t.Queue + ".rejected"
+}
+
+// QueueType is the type of queue Declare ended up with.
+type QueueType string
+
+// The queue types.
+const (
+	Quorum  QueueType = "quorum"
+	Classic QueueType = "classic"
+)
+
+// Declare declares the topology on conn: exchanges, the queue and its dead-letter queue as quorum
+// queues (classic queues when the broker refuses quorum queues, e.g. an old RabbitMQ or a queue
+// declared classic before), and the bindings. Declaring what exists changes nothing.
+func Declare(conn *amqp.Connection, t Topology) (QueueType, error) {
+	if t.Exchange == "" || t.Queue == "" {
+		return "", errors.New("declare topology: exchange and queue are required")
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return "", fmt.Errorf("declare topology: %w", err)
+	}
+	defer ch.Close()
+	if err := declareExchange(ch, t.Exchange, amqp.ExchangeTopic); err != nil {
+		return "", err
+	}
+	if err := declareExchange(ch, t.dlx(), amqp.ExchangeFanout); err != nil {
+		return "", err
+	}
+	qt, err := declareQueue(conn, t.dlq(), nil)
+	if err != nil {
+		return "", err
+	}
+	if err := ch.QueueBind(t.dlq(), "", t.dlx(), false, nil); err != nil {
+		return "", fmt.Errorf("bind %s to %s: %w", t.dlq(), t.dlx(), err)
+	}
+	if qt, err = declareQueue(conn, t.Queue, amqp.Table{"x-dead-letter-exchange": t.dlx()}); err != nil {
+		return "", err
+	}
+	for _, key := range t.Bindings {
+		if err := ch.QueueBind(t.Queue, key, t.Exchange, false, nil); err != nil {
+			return "", fmt.Errorf("bind %s to %s with %s: %w", t.Queue, t.Exchange, key, err)
+		}
+	}
+	return qt, nil
+}
+
+// declareExchange declares a durable exchange; the broker's own amq.* exchanges, which may not
+// be declared, are checked passively.
+func declareExchange(ch *amqp.Channel, name, kind string) error {
+	var err error
+	if strings.HasPrefix(name, "amq.") {
+		err = ch.ExchangeDeclarePassive(name, kind, true, false, false, false, nil)
+	} else {
+		err = ch.ExchangeDeclare(name, kind, true, false, false, false, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("declare exchange %s: %w", name, err)
+	}
+	return nil
+}
+
+// declareQueue declares a durable quorum queue, or a classic one when the broker refuses. Each
+// attempt has its own channel: a refused declaration closes the channel.
+func declareQueue(conn *amqp.Connection, name string, args amqp.Table) (QueueType, error) {
+	try := func(qt QueueType) error {
+		ch, err := conn.Channel()
+		if err != nil {
+			return err
+		}
+		defer ch.Close()
+		a := amqp.Table{}
+		for k, v := range args {
+			a[k] = v
+		}
+		if qt == Quorum {
+			a["x-queue-type"] = "quorum"
+		}
+		_, err = ch.QueueDeclare(name, true, false, false, false, a)
+		return err
+	}
+	quorumErr := try(Quorum)
+	if quorumErr == nil {
+		return Quorum, nil
+	}
+	var amqpErr *amqp.Error
+	if !errors.As(quorumErr, &amqpErr) || conn.IsClosed() {
+		return "", fmt.Errorf("declare queue %s: %w", name, quorumErr)
+	}
+	if err := try(Classic); err != nil {
+		return "", fmt.Errorf("declare queue %s: as a quorum queue: %v; as a classic queue: %w", name, quorumErr, err)
+	}
+	return Classic, nil
+}
