@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
@@ -29,9 +27,11 @@ func (a *API) rescheduleJob(w http.ResponseWriter, r *http.Request, req writeReq
 	if err != nil {
 		return err
 	}
-	obj, err := decodeObject(req.body, "", true, "force", "reason")
-	if err != nil {
-		return err
+	obj := map[string]json.RawMessage{} // the body is optional
+	if len(bytes.TrimSpace(req.body)) > 0 {
+		if obj, err = schemas.DecodeObject(req.body, "", schemas.Strict, "force", "reason"); err != nil {
+			return err
+		}
 	}
 	var opts storage.RescheduleOptions
 	if opts.Force, err = optionalBool(obj, "force", ""); err != nil {
@@ -67,11 +67,11 @@ func (a *API) rescheduleJob(w http.ResponseWriter, r *http.Request, req writeReq
 // job the filter (the search filters of GET /jobs) matches is rescheduled or skipped, and the
 // answer says which and why.
 func (a *API) rescheduleBulk(w http.ResponseWriter, r *http.Request, req writeRequest) error {
-	obj, err := decodeObject(req.body, "", false, "filter", "dry_run", "force", "reason")
+	obj, err := schemas.DecodeObject(req.body, "", schemas.Strict, "filter", "dry_run", "force", "reason")
 	if err != nil {
 		return err
 	}
-	raw, ok := obj["filter"]
+	raw, ok := schemas.Present(obj, "filter")
 	if !ok {
 		return &schemas.FieldError{Field: "filter", Message: `required, e.g. {"state": "CRASHED", "cause": "minion", "since": "1d"}`}
 	}
@@ -155,35 +155,10 @@ func (a *API) logReschedule(res storage.RescheduleResult, opts storage.Reschedul
 	)
 }
 
-// decodeObject reads a JSON object and rejects names not in allowed with an error naming the
-// field (prefix + name). An empty body is an empty object when emptyOK.
-func decodeObject(body []byte, prefix string, emptyOK bool, allowed ...string) (map[string]json.RawMessage, error) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		if emptyOK {
-			return map[string]json.RawMessage{}, nil
-		}
-		return nil, &schemas.FieldError{Field: strings.TrimSuffix(prefix, "."), Message: "a JSON object is required"}
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
-		return nil, &schemas.FieldError{Field: strings.TrimSuffix(prefix, "."), Message: "not a JSON object"}
-	}
-	names := make([]string, 0, len(obj))
-	for name := range obj {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		if !isAllowed(allowed, name) {
-			return nil, &schemas.FieldError{Field: prefix + name, Message: "unknown field; allowed: " + strings.Join(allowed, ", ")}
-		}
-	}
-	return obj, nil
-}
-
+// optionalBool reads obj[key] as a boolean; absent or null is false.
 func optionalBool(obj map[string]json.RawMessage, key, prefix string) (bool, error) {
-	raw, ok := obj[key]
-	if !ok || string(raw) == "null" {
+	raw, ok := schemas.Present(obj, key)
+	if !ok {
 		return false, nil
 	}
 	var v bool
@@ -193,9 +168,10 @@ func optionalBool(obj map[string]json.RawMessage, key, prefix string) (bool, err
 	return v, nil
 }
 
+// optionalReason reads obj["reason"], free text of at most maxReasonBytes; absent or null is "".
 func optionalReason(obj map[string]json.RawMessage, prefix string) (string, error) {
-	raw, ok := obj["reason"]
-	if !ok || string(raw) == "null" {
+	raw, ok := schemas.Present(obj, "reason")
+	if !ok {
 		return "", nil
 	}
 	var v string
@@ -259,13 +235,4 @@ func filterValue(raw json.RawMessage) (string, error) {
 		return n.String(), nil
 	}
 	return "", errors.New("want a string, a list of strings, a boolean or a number")
-}
-
-func isAllowed(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

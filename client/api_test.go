@@ -124,14 +124,6 @@ func crashed(t *testing.T, c *client.Client, fatal bool) uuid.UUID {
 	return j.Job.UUID
 }
 
-// skipUnlessRescheduling skips the test while the server answers reschedules with 501.
-func skipUnlessRescheduling(t *testing.T, err error) {
-	t.Helper()
-	if client.StatusOf(err) == http.StatusNotImplemented {
-		t.Skipf("the server answers POST /api/v1/jobs/{uuid}/reschedule with 501 (%v): rescheduling is not implemented yet", err)
-	}
-}
-
 // TestReschedule follows CONTRACT section 6: 201 with the successor of a crashed job, 200 with
 // the same successor when asked again; a fatal crash needs force, else 409.
 func TestReschedule(t *testing.T) {
@@ -140,7 +132,6 @@ func TestReschedule(t *testing.T) {
 	ctx := context.Background()
 	id := crashed(t, c, false)
 	r, err := c.RescheduleJob(ctx, id, false)
-	skipUnlessRescheduling(t, err)
 	if err != nil {
 		t.Fatalf("RescheduleJob: %v", err)
 	}

@@ -32,6 +32,11 @@ const (
 	SkipAttemptLimit SkipReason = "attempt_limit"
 	// SkipAutoOff: automatic rescheduling only; it is switched off.
 	SkipAutoOff SkipReason = "auto_reschedule_off"
+	// SkipRequestIDTaken: the request id the successor would get (SuccessorRequestID) belongs
+	// to a job that is not the successor, one a client created under that id. No retry cures
+	// it: the automatic rescheduler declines the planned reschedule, a bulk reschedule skips
+	// the job.
+	SkipRequestIDTaken SkipReason = "successor_request_id_taken"
 )
 
 // CanReschedule says whether job may get a successor: "" when it may, otherwise why not. A job

@@ -34,19 +34,22 @@ const (
 )
 
 // RescheduleTx is what the watchdog and rescheduling need inside a transaction beyond the core.
-// The Claim methods lock what they return until the transaction ends and skip what another
+// A sweep handles one job a transaction, so that one job's failure cannot roll back another's
+// change. Each Claim method returns the first job (in the order it names) that matches and is
+// not in skip, and locks it until the transaction ends; it passes over a job another
 // transaction holds, so that concurrent sweeps (several serve processes on one database) get
-// different jobs; each returns only jobs that, as locked, still match.
+// different jobs, and returns only a job that, as locked, still matches. With none left it
+// returns ErrNotFound. skip holds the jobs the sweep already tried and must not get again.
 type RescheduleTx interface {
-	// ClaimOverdue returns up to limit jobs in state (RUNNING or SCHEDULED) whose started_at
-	// (RUNNING) or created_at (SCHEDULED) is before the given time, oldest first.
-	ClaimOverdue(ctx context.Context, state statemachine.State, before time.Time, limit int) ([]uuid.UUID, error)
-	// ClaimUndecided returns up to limit CRASHED jobs without an automatic-reschedule mark,
-	// oldest first.
-	ClaimUndecided(ctx context.Context, limit int) ([]uuid.UUID, error)
-	// ClaimDue returns up to limit jobs marked AutoPlanned whose due time is at or before now,
-	// soonest due first.
-	ClaimDue(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error)
+	// ClaimOverdue claims a job in state (RUNNING or SCHEDULED) whose started_at (RUNNING) or
+	// created_at (SCHEDULED) is before the given time, oldest first.
+	ClaimOverdue(ctx context.Context, state statemachine.State, before time.Time, skip []uuid.UUID) (uuid.UUID, error)
+	// ClaimUndecided claims a CRASHED job without an automatic-reschedule mark, least recently
+	// updated first.
+	ClaimUndecided(ctx context.Context, skip []uuid.UUID) (uuid.UUID, error)
+	// ClaimDue claims a job marked AutoPlanned whose due time is at or before now, soonest
+	// due first.
+	ClaimDue(ctx context.Context, now time.Time, skip []uuid.UUID) (uuid.UUID, error)
 	// MarkAuto sets the job's automatic-reschedule mark to `to` (with its due time for
 	// AutoPlanned, nil otherwise) if it is `from`, and reports whether it was.
 	MarkAuto(ctx context.Context, id uuid.UUID, from, to AutoStatus, dueAt *time.Time) (bool, error)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -171,28 +170,8 @@ type StatsResult struct {
 
 // SortStatsRows puts rows in the order StatsResult promises.
 func SortStatsRows(rows []StatsRow, groupBy []Field) {
-	sort.SliceStable(rows, func(i, j int) bool {
-		a, b := rows[i], rows[j]
-		if a.Count != b.Count {
-			return a.Count > b.Count
-		}
-		for _, f := range groupBy {
-			av, bv := a.Group[f], b.Group[f]
-			switch {
-			case av == nil && bv == nil:
-				continue
-			case av == nil:
-				return false
-			case bv == nil:
-				return true
-			case *av != *bv:
-				return *av < *bv
-			}
-		}
-		if a.Bucket != nil && b.Bucket != nil {
-			return a.Bucket.Before(*b.Bucket)
-		}
-		return false
+	sortGroupRows(rows, groupBy, func(r *StatsRow) groupRowKey {
+		return groupRowKey{count: r.Count, group: r.Group, bucket: r.Bucket}
 	})
 }
 

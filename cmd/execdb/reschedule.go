@@ -17,12 +17,15 @@ import (
 const rescheduleAbout = `
 Reschedules the crashed jobs that match the filters: each gets a successor made from its stored
 trigger data, as 'execdb job reschedule' makes one. Jobs that are not crashed, were rescheduled
-already, or crashed fatally (without --force) are skipped, and the command says why. With
---dry-run nothing changes and the command says what it would do. At least one filter is
+already, crashed fatally (without --force), or whose successor's request id
+(reschedule:<uuid>) a client took for a job of its own are skipped, and the command says why.
+With --dry-run nothing changes and the command says what it would do. At least one filter is
 required; the server refuses filters matching more than 10000 jobs.
 
-The command prints one line per matched job and a summary, or the API's JSON with --json. It
-makes a single attempt (repeating it is safe: what was rescheduled is skipped the second time).
+The command prints one line per matched job and a summary, or the API's JSON with --json. Like
+every write, it retries connection errors and 5xx answers until --timeout. Repeating the
+request is safe, and a retried one says what it found: the jobs an earlier attempt rescheduled
+(one whose answer was lost) are skipped as already rescheduled, with their successors.
 ` + filterHelp + `
 
 Retry last night's minion timeouts, looking first:
@@ -122,6 +125,8 @@ func printBulk(w io.Writer, a bulkAnswer) {
 				detail = "not crashed: " + it.State
 			case it.Outcome == "skipped" && it.Reason == "already_rescheduled" && it.Successor != nil:
 				detail = "already rescheduled as " + it.Successor.String()
+			case it.Outcome == "skipped" && it.Reason == "successor_request_id_taken":
+				detail = "request id reschedule:" + it.UUID.String() + " is taken by another job"
 			case it.Outcome == "skipped":
 				detail = strings.ReplaceAll(it.Reason, "_", " ")
 			case it.Successor != nil:

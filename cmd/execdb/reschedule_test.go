@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestSweepInterval(t *testing.T) {
@@ -512,9 +514,59 @@ func TestRescheduleCommandErrors(t *testing.T) {
 	}
 	r = runExecdb(vars, "reschedule", "--help")
 	r.want(t, exitOK)
-	for _, want := range []string{"Usage: execdb reschedule", "--dry-run", "--force", "--reason", "kv.<key>", "EXECDB_SERVER", "Exit status"} {
+	for _, want := range []string{"Usage: execdb reschedule", "--dry-run", "--force", "--reason", "kv.<key>", "EXECDB_SERVER", "Exit status",
+		"retries", "already rescheduled"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("--help lacks %q:\n%s", want, r.stdout)
 		}
+	}
+}
+
+func TestPrintBulkReasons(t *testing.T) {
+	blocked, done, succ := uuid.New(), uuid.New(), uuid.New()
+	var out bytes.Buffer
+	printBulk(&out, bulkAnswer{Matched: 2, Skipped: 2, Data: []bulkItem{
+		{UUID: blocked, TaskName: "rpmlint", State: "CRASHED", Attempt: 1, Outcome: "skipped", Reason: "successor_request_id_taken"},
+		{UUID: done, TaskName: "rpmlint", State: "CRASHED", Attempt: 1, Outcome: "skipped", Reason: "already_rescheduled", Successor: &succ},
+	}})
+	for _, want := range []string{
+		"request id reschedule:" + blocked.String() + " is taken by another job",
+		"already rescheduled as " + succ.String(),
+		"2 matched: 0 rescheduled, 2 skipped (1 already rescheduled, 1 successor request id taken).",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestSweepErrorsPerJob: a sweep's failure on single jobs is logged and counted job by job, with
+// the job's uuid; what ended a sweep early once more.
+func TestSweepErrorsPerJob(t *testing.T) {
+	core, logs := observer.New(zap.ErrorLevel)
+	s := &sweeper{log: zap.New(core), errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "e"}, []string{"sweep"})}
+	a, b := uuid.New(), uuid.New()
+	err := &storage.SweepError{Sweep: "automatic reschedule", Err: errors.New("claim: connection refused"),
+		Jobs: []storage.JobError{{JobUUID: a, Err: errors.New("boom")}, {JobUUID: b, Err: errors.New("bang")}}}
+	if s.stopped(context.Background(), "auto_reschedule", fmt.Errorf("wrapped: %w", err)) {
+		t.Fatal("stopped: got true with a live context")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.errors)
+	families, _ := reg.Gather()
+	if len(families) != 1 || len(families[0].GetMetric()) != 1 || families[0].GetMetric()[0].GetCounter().GetValue() != 3 {
+		t.Errorf("errors counted: got %v, want 3 for auto_reschedule", families)
+	}
+	var jobs []string
+	for _, e := range logs.All() {
+		if id, ok := e.ContextMap()["job_uuid"]; ok {
+			jobs = append(jobs, id.(string))
+		}
+	}
+	if logs.Len() != 3 || fmt.Sprint(jobs) != fmt.Sprint([]string{a.String(), b.String()}) {
+		t.Errorf("logs: got %d entries for jobs %v, want 3, for %s and %s", logs.Len(), jobs, a, b)
+	}
+	if s.stopped(context.Background(), "watchdog", nil) {
+		t.Error("stopped: got true without an error")
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -79,7 +80,7 @@ func startWatchdog(ctx context.Context, d watchdogDeps) (wait func()) {
 		}, []string{"decision"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "execdb_sweep_errors_total",
-			Help: "Failed sweeps of the watchdog and the automatic rescheduler, by sweep.",
+			Help: "Failures of the watchdog and the automatic rescheduler, by sweep: each job a sweep failed on (and left for the next sweep), and each sweep that ended early.",
 		}, []string{"sweep"}),
 	}
 	if d.registry != nil {
@@ -114,8 +115,10 @@ func startWatchdog(ctx context.Context, d watchdogDeps) (wait func()) {
 }
 
 // sweep runs one round: crash overdue jobs, decide about new crashes (the watchdog's among
-// them), make the successors that are due. A failed step is logged and retried next round; the
-// others go on.
+// them), make the successors that are due. Each job is handled in a transaction of its own: a
+// job that fails is logged, counted and tried again next round, and the step goes on with the
+// other jobs; a step that fails as a whole is logged and retried next round, and the other
+// steps go on.
 func (s *sweeper) sweep(ctx context.Context) {
 	crashed, err := s.store.Watchdog(ctx, s.timeouts)
 	for _, r := range crashed {
@@ -148,6 +151,14 @@ func (s *sweeper) sweep(ctx context.Context) {
 	}
 	made, err := s.store.RescheduleDue(ctx)
 	for _, r := range made {
+		if r.Declined != "" {
+			s.decisions.WithLabelValues(string(r.Declined)).Inc()
+			s.log.Warn("automatic reschedule declined",
+				zap.String("job_uuid", r.Parent.UUID.String()),
+				zap.Int("attempt", r.Parent.Attempt),
+				zap.String("reason", string(r.Declined)))
+			continue
+		}
 		if r.Created {
 			s.jobs.Observe(statemachine.OriginReschedule, statemachine.EventCreate,
 				storage.Result{Job: r.Successor, Verdict: statemachine.Applied, Created: true})
@@ -161,15 +172,30 @@ func (s *sweeper) sweep(ctx context.Context) {
 	s.stopped(ctx, "auto_reschedule", err)
 }
 
-// stopped logs and counts a failed step, and reports whether the round must stop because the
-// context ended.
+// stopped logs and counts what failed in a step: each job it failed on (the step handled the
+// others) and what ended it early. It reports whether the round must stop because the context
+// ended.
 func (s *sweeper) stopped(ctx context.Context, sweep string, err error) bool {
 	if ctx.Err() != nil {
 		return true
 	}
-	if err != nil {
+	if err == nil {
+		return false
+	}
+	var se *storage.SweepError
+	if !errors.As(err, &se) {
 		s.errors.WithLabelValues(sweep).Inc()
 		s.log.Error("sweep failed", zap.String("sweep", sweep), zap.Error(err))
+		return false
+	}
+	for _, je := range se.Jobs {
+		s.errors.WithLabelValues(sweep).Inc()
+		s.log.Error("sweep failed on a job",
+			zap.String("sweep", sweep), zap.String("job_uuid", je.JobUUID.String()), zap.Error(je.Err))
+	}
+	if se.Err != nil {
+		s.errors.WithLabelValues(sweep).Inc()
+		s.log.Error("sweep failed", zap.String("sweep", sweep), zap.Error(se.Err))
 	}
 	return false
 }

@@ -2,13 +2,13 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/storage/internal/sqlbuild"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 )
 
 // The claims lock with FOR UPDATE SKIP LOCKED: a job another transaction holds (another
@@ -16,36 +16,37 @@ import (
 // the WHERE clause on the newest version of a row it locks, so a claim never returns a job
 // that another process changed (crashed, decided about, rescheduled) in the meantime.
 
-// ClaimOverdue returns and locks jobs in state whose started_at (RUNNING) or created_at
-// (SCHEDULED) is before the given time, oldest first.
-func (t *txn) ClaimOverdue(ctx context.Context, state statemachine.State, before time.Time, limit int) ([]uuid.UUID, error) {
+// ClaimOverdue claims the job in state whose started_at (RUNNING) or created_at (SCHEDULED) is
+// oldest and before the given time.
+func (t *txn) ClaimOverdue(ctx context.Context, state statemachine.State, before time.Time, skip []uuid.UUID) (uuid.UUID, error) {
 	col := "created_at"
 	if state == statemachine.Running {
 		col = "started_at"
 	}
-	return t.claim(ctx, `SELECT uuid FROM jobs WHERE state = $1 AND `+col+` < $2
-		ORDER BY `+col+` LIMIT $3 FOR UPDATE SKIP LOCKED`, string(state), before, limit)
+	return t.claim(ctx, `state = $1 AND `+col+` < $2`, col, skip, string(state), before)
 }
 
-// ClaimUndecided returns and locks crashed jobs without an automatic-reschedule mark.
-func (t *txn) ClaimUndecided(ctx context.Context, limit int) ([]uuid.UUID, error) {
-	return t.claim(ctx, `SELECT uuid FROM jobs WHERE state = 'CRASHED' AND auto_reschedule IS NULL
-		ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+// ClaimUndecided claims a crashed job without an automatic-reschedule mark.
+func (t *txn) ClaimUndecided(ctx context.Context, skip []uuid.UUID) (uuid.UUID, error) {
+	return t.claim(ctx, `state = 'CRASHED' AND auto_reschedule IS NULL`, "updated_at", skip)
 }
 
-// ClaimDue returns and locks jobs whose planned automatic reschedule is due.
-func (t *txn) ClaimDue(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
-	return t.claim(ctx, `SELECT uuid FROM jobs WHERE auto_reschedule = 'planned' AND auto_reschedule_due_at <= $1
-		ORDER BY auto_reschedule_due_at LIMIT $2 FOR UPDATE SKIP LOCKED`, now, limit)
+// ClaimDue claims the job whose planned automatic reschedule is due soonest.
+func (t *txn) ClaimDue(ctx context.Context, now time.Time, skip []uuid.UUID) (uuid.UUID, error) {
+	return t.claim(ctx, `auto_reschedule = 'planned' AND auto_reschedule_due_at <= $1`, "auto_reschedule_due_at", skip, now)
 }
 
-func (t *txn) claim(ctx context.Context, sql string, args ...any) ([]uuid.UUID, error) {
-	rows, err := t.tx.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, interpretError(err)
+// claim locks and returns the first job by order that matches where (with args $1…) and is
+// not in skip.
+func (t *txn) claim(ctx context.Context, where, order string, skip []uuid.UUID, args ...any) (uuid.UUID, error) {
+	if len(skip) > 0 {
+		args = append(args, skip)
+		where += fmt.Sprintf(` AND uuid <> ALL($%d::uuid[])`, len(args))
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	return ids, interpretError(err)
+	var id uuid.UUID
+	err := t.tx.QueryRow(ctx, `SELECT uuid FROM jobs WHERE `+where+`
+		ORDER BY `+order+` LIMIT 1 FOR UPDATE SKIP LOCKED`, args...).Scan(&id)
+	return id, interpretError(err)
 }
 
 // MarkAuto sets the automatic-reschedule mark if it is `from`.

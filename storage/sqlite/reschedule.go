@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -16,52 +17,51 @@ import (
 // start (BEGIN IMMEDIATE), across processes too, so what it reads stays as read until it ends
 // and concurrent sweeps take turns.
 
-// ClaimOverdue returns jobs in state whose started_at (RUNNING) or created_at (SCHEDULED) is
-// before the given time, oldest first.
-func (t *tx) ClaimOverdue(ctx context.Context, state statemachine.State, before time.Time, limit int) ([]uuid.UUID, error) {
+// ClaimOverdue returns the job in state whose started_at (RUNNING) or created_at (SCHEDULED) is
+// oldest and before the given time.
+func (t *tx) ClaimOverdue(ctx context.Context, state statemachine.State, before time.Time, skip []uuid.UUID) (uuid.UUID, error) {
 	col := "created_at"
 	if state == statemachine.Running {
 		col = "started_at"
 	}
-	return t.claim(ctx, "claim overdue jobs", `SELECT uuid FROM jobs WHERE state = ? AND `+col+` < ?
-		ORDER BY `+col+` LIMIT ?`, string(state), formatTime(before), limit)
+	return t.claim(ctx, "claim an overdue job", `state = ? AND `+col+` < ?`, col, skip, string(state), formatTime(before))
 }
 
-// ClaimUndecided returns crashed jobs without an automatic-reschedule mark.
-func (t *tx) ClaimUndecided(ctx context.Context, limit int) ([]uuid.UUID, error) {
-	return t.claim(ctx, "claim undecided crashes", `SELECT uuid FROM jobs
-		WHERE state = 'CRASHED' AND auto_reschedule IS NULL ORDER BY updated_at LIMIT ?`, limit)
+// ClaimUndecided returns a crashed job without an automatic-reschedule mark.
+func (t *tx) ClaimUndecided(ctx context.Context, skip []uuid.UUID) (uuid.UUID, error) {
+	return t.claim(ctx, "claim an undecided crash", `state = 'CRASHED' AND auto_reschedule IS NULL`, "updated_at", skip)
 }
 
-// ClaimDue returns jobs whose planned automatic reschedule is due.
-func (t *tx) ClaimDue(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
-	return t.claim(ctx, "claim due reschedules", `SELECT uuid FROM jobs
-		WHERE auto_reschedule = 'planned' AND auto_reschedule_due_at <= ?
-		ORDER BY auto_reschedule_due_at LIMIT ?`, formatTime(now), limit)
+// ClaimDue returns the job whose planned automatic reschedule is due soonest.
+func (t *tx) ClaimDue(ctx context.Context, now time.Time, skip []uuid.UUID) (uuid.UUID, error) {
+	return t.claim(ctx, "claim a due reschedule", `auto_reschedule = 'planned' AND auto_reschedule_due_at <= ?`,
+		"auto_reschedule_due_at", skip, formatTime(now))
 }
 
-func (t *tx) claim(ctx context.Context, what, query string, args ...any) ([]uuid.UUID, error) {
-	rows, err := t.tx.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, interpretError(err))
-	}
-	defer rows.Close()
-	var ids []uuid.UUID
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, interpretError(err))
+// claim returns the first job by order that matches where (with args) and is not in skip.
+func (t *tx) claim(ctx context.Context, what, where, order string, skip []uuid.UUID, args ...any) (uuid.UUID, error) {
+	if len(skip) > 0 {
+		ids := make([]string, len(skip))
+		for i, id := range skip {
+			ids[i] = id.String()
 		}
-		id, err := uuid.Parse(s)
+		list, err := json.Marshal(ids)
 		if err != nil {
-			return nil, fmt.Errorf("%s: stored uuid %q: %w", what, s, err)
+			return uuid.Nil, fmt.Errorf("%s: %w", what, err)
 		}
-		ids = append(ids, id)
+		where += ` AND uuid NOT IN (SELECT value FROM json_each(?))`
+		args = append(args, string(list))
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, interpretError(err))
+	var s string
+	err := t.tx.QueryRowContext(ctx, `SELECT uuid FROM jobs WHERE `+where+` ORDER BY `+order+` LIMIT 1`, args...).Scan(&s)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("%s: %w", what, interpretError(err))
 	}
-	return ids, nil
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("%s: stored uuid %q: %w", what, s, err)
+	}
+	return id, nil
 }
 
 // MarkAuto sets the automatic-reschedule mark if it is `from`.

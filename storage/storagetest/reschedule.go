@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +31,9 @@ var rescheduleTests = []test{
 	{"AutoRescheduleDeclines", testAutoDeclines},
 	{"AutoRescheduleAfterManual", testAutoAfterManual},
 	{"AutoRescheduleSweepsConcurrently", testAutoConcurrent},
+	{"AutoRescheduleDeclinesTakenRequestID", testAutoRequestIDTaken},
+	{"RescheduleTakenRequestID", testRescheduleRequestIDTaken},
+	{"SweepsGoOnPastAFailingJob", testSweepJobFailure},
 	{"RetryStats", testRetryStats},
 }
 
@@ -775,6 +779,230 @@ func testAutoConcurrent(t *testing.T, open Open) {
 	if scheduled != 2*jobs {
 		t.Errorf("got %d scheduled messages, want %d", scheduled, 2*jobs)
 	}
+}
+
+// testAutoRequestIDTaken: a client created a job under the request id that the successor of a
+// planned automatic reschedule would get. No retry can make that successor, so the sweep
+// declines the reschedule, says why in the job's history, and still makes the other successors
+// due in the same sweep; later sweeps leave the job alone.
+func testAutoRequestIDTaken(t *testing.T, open Open) {
+	s, b, c := clockedStore(t, open)
+	ctx := context.Background()
+	blocked := crashedJob(t, s, newJob(), false)
+	if ds := decide(t, s, policy); len(ds) != 1 || !ds[0].Decision.Planned {
+		t.Fatalf("got decisions %s, want one planned", js(ds))
+	}
+	c.Advance(time.Second) // blocked is due first
+	other := crashedJob(t, s, newJob(), false)
+	if ds := decide(t, s, policy); len(ds) != 1 || !ds[0].Decision.Planned {
+		t.Fatalf("got decisions %s, want one planned", js(ds))
+	}
+	n := newJob()
+	n.TaskName = "squatter"
+	n.RequestID = "reschedule:" + blocked.UUID.String()
+	squatter := create(t, s, n)
+
+	c.Advance(time.Minute)
+	r, err := s.RescheduleDue(ctx)
+	if err != nil {
+		t.Fatalf("due: got error %v, want none: a taken request id declines the reschedule", err)
+	}
+	got := map[uuid.UUID]storage.RescheduleResult{}
+	for _, x := range r {
+		got[x.Parent.UUID] = x
+	}
+	if d := got[blocked.UUID]; len(r) != 2 || d.Declined != statemachine.SkipRequestIDTaken || d.Created || d.Successor.UUID != uuid.Nil {
+		t.Fatalf("due: got %s, want the blocked job declined (successor_request_id_taken) and the other rescheduled", js(r))
+	}
+	if o := got[other.UUID]; !o.Created || o.Successor.Attempt != 2 || o.Successor.RescheduledFrom == nil || *o.Successor.RescheduledFrom != other.UUID {
+		t.Errorf("the other due job: got %s, want its successor", js(o))
+	}
+
+	if j, _ := b.Job(ctx, blocked.UUID); j.RescheduledTo != nil || j.State != statemachine.Crashed {
+		t.Errorf("blocked job: got %s, want CRASHED without a successor", js(j))
+	}
+	h := entries(t, b, blocked.UUID, statemachine.EventAutoReschedule)
+	if len(h) != 2 || h[0].Verdict != statemachine.Applied || h[1].Verdict != statemachine.Declined || h[1].Origin != statemachine.OriginReschedule {
+		t.Fatalf("blocked job's decisions: got %s, want planned, then declined", js(h))
+	}
+	d := detailOf(t, h[1])
+	if d["decision"] != "declined" || d["reason"] != "successor_request_id_taken" || d["taken_by"] != squatter.UUID.String() ||
+		d["request_id"] != "reschedule:"+blocked.UUID.String() || d["attempt"] != float64(1) {
+		t.Errorf("decline detail: got %s", h[1].Detail)
+	}
+	if n := len(entries(t, b, blocked.UUID, statemachine.EventReschedule)); n != 0 {
+		t.Errorf("blocked job: %d reschedule entries, want none", n)
+	}
+	if j, _ := b.Job(ctx, squatter.UUID); j.Attempt != 1 || j.RescheduledFrom != nil || j.State != statemachine.Scheduled {
+		t.Errorf("the client's job changed: %s", js(j))
+	}
+	if m := messagesFor(t, b, squatter.UUID); len(m) != 1 {
+		t.Errorf("the client's job: %d messages, want its own scheduled one", len(m))
+	}
+
+	c.Advance(time.Hour)
+	if r, err := s.RescheduleDue(ctx); len(r) != 0 || err != nil {
+		t.Errorf("a later sweep: got %s (%v), want nothing", js(r), err)
+	}
+	if ds := decide(t, s, policy); len(ds) != 0 {
+		t.Errorf("decided about the declined job again: %s", js(ds))
+	}
+	if h := entries(t, b, blocked.UUID, statemachine.EventAutoReschedule); len(h) != 2 {
+		t.Errorf("blocked job: %d decisions after later sweeps, want 2", len(h))
+	}
+}
+
+// testRescheduleRequestIDTaken: by hand, a job whose successor's request id a client took is a
+// conflict; in bulk it is skipped with the reason, and the bulk goes on.
+func testRescheduleRequestIDTaken(t *testing.T, open Open) {
+	s, b := newStore(t, open)
+	ctx := context.Background()
+	blocked := crashedJob(t, s, newJob(), false)
+	plain := crashedJob(t, s, newJob(), false)
+	n := newJob()
+	n.TaskName = "squatter"
+	n.RequestID = "reschedule:" + blocked.UUID.String()
+	squatter := create(t, s, n)
+
+	_, err := s.Reschedule(ctx, blocked.UUID, storage.RescheduleOptions{}, httpMeta("r"))
+	if !errors.Is(err, storage.ErrConflict) || !strings.Contains(err.Error(), squatter.UUID.String()) {
+		t.Errorf("reschedule: got %v, want ErrConflict naming job %s", err, squatter.UUID)
+	}
+	res, err := s.RescheduleBulk(ctx, parseFilter(t, s, "taskname=rpmlint&state=CRASHED"), false, storage.RescheduleOptions{}, httpMeta("bulk"))
+	if err != nil {
+		t.Fatalf("bulk: %v", err)
+	}
+	got := map[uuid.UUID]string{}
+	for _, it := range res.Items {
+		got[it.UUID] = fmt.Sprintf("%s/%s/%v", it.Outcome, it.Reason, it.Successor != nil)
+	}
+	want := map[uuid.UUID]string{
+		blocked.UUID: "skipped/successor_request_id_taken/false",
+		plain.UUID:   "rescheduled//true",
+	}
+	if !reflect.DeepEqual(got, want) || res.Rescheduled != 1 || res.Skipped != 1 {
+		t.Errorf("bulk: got %s, want %v", js(res), want)
+	}
+	if n := len(entries(t, b, blocked.UUID, statemachine.EventReschedule)); n != 0 {
+		t.Errorf("blocked job: %d reschedule entries, want none", n)
+	}
+}
+
+// faultyBackend makes LockJob fail for one job, as for a job whose row cannot be read or
+// written; every other job works.
+type faultyBackend struct {
+	storage.Backend
+	mu   sync.Mutex
+	fail uuid.UUID
+}
+
+var errInjected = errors.New("injected failure")
+
+func (b *faultyBackend) failOn(id uuid.UUID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.fail = id
+}
+
+func (b *faultyBackend) InTx(ctx context.Context, fn func(storage.Tx) error) error {
+	b.mu.Lock()
+	fail := b.fail
+	b.mu.Unlock()
+	return b.Backend.InTx(ctx, func(tx storage.Tx) error { return fn(faultyTx{Tx: tx, fail: fail}) })
+}
+
+type faultyTx struct {
+	storage.Tx
+	fail uuid.UUID
+}
+
+func (t faultyTx) LockJob(ctx context.Context, id uuid.UUID) (statemachine.Job, error) {
+	if id == t.fail {
+		return statemachine.Job{}, errInjected
+	}
+	return t.Tx.LockJob(ctx, id)
+}
+
+// testSweepJobFailure: a job a sweep fails on is rolled back alone, reported in a
+// *storage.SweepError, and tried again next sweep; the sweep handles the jobs after it.
+func testSweepJobFailure(t *testing.T, open Open) {
+	ctx := context.Background()
+	setup := func(t *testing.T) (*storage.Store, *faultyBackend, *manualClock) {
+		fb := &faultyBackend{Backend: open(t)}
+		c := &manualClock{now: t0}
+		return storage.New(fb, storage.Config{TopicPrefix: "org.example", Now: c.Now}), fb, c
+	}
+	failedOn := func(t *testing.T, err error, bad uuid.UUID) {
+		t.Helper()
+		var se *storage.SweepError
+		if !errors.As(err, &se) || se.Err != nil || len(se.Jobs) != 1 || se.Jobs[0].JobUUID != bad || !errors.Is(err, errInjected) {
+			t.Fatalf("got error %v, want a *storage.SweepError for job %s alone", err, bad)
+		}
+	}
+
+	t.Run("Watchdog", func(t *testing.T) {
+		s, fb, c := setup(t)
+		bad := create(t, s, newJob()).UUID // overdue first
+		c.Advance(time.Second)
+		good := create(t, s, newJob()).UUID
+		c.Advance(3 * time.Hour)
+		fb.failOn(bad)
+		crashed, err := s.Watchdog(ctx, timeouts)
+		failedOn(t, err, bad)
+		if len(crashed) != 1 || crashed[0].Job.UUID != good {
+			t.Fatalf("got crashes %s, want the good job's", js(crashed))
+		}
+		if j, _ := fb.Job(ctx, bad); j.State != statemachine.Scheduled || len(entries(t, fb, bad, statemachine.EventEnd)) != 0 {
+			t.Errorf("the failed job: got %s, want it untouched", js(j))
+		}
+		fb.failOn(uuid.Nil)
+		if crashed, err := s.Watchdog(ctx, timeouts); err != nil || len(crashed) != 1 || crashed[0].Job.UUID != bad {
+			t.Errorf("next sweep: got %s (%v), want the failed job crashed", js(crashed), err)
+		}
+	})
+
+	t.Run("DecideAutoReschedules", func(t *testing.T) {
+		s, fb, c := setup(t)
+		bad := crashedJob(t, s, newJob(), false).UUID // undecided first
+		c.Advance(time.Second)
+		good := crashedJob(t, s, newJob(), false).UUID
+		fb.failOn(bad)
+		ds, err := s.DecideAutoReschedules(ctx, policy)
+		failedOn(t, err, bad)
+		if len(ds) != 1 || ds[0].Job.UUID != good || !ds[0].Decision.Planned {
+			t.Fatalf("got decisions %s, want the good job planned", js(ds))
+		}
+		if n := len(entries(t, fb, bad, statemachine.EventAutoReschedule)); n != 0 {
+			t.Errorf("the failed job: %d decisions, want none", n)
+		}
+		fb.failOn(uuid.Nil)
+		if ds, err := s.DecideAutoReschedules(ctx, policy); err != nil || len(ds) != 1 || ds[0].Job.UUID != bad {
+			t.Errorf("next sweep: got %s (%v), want the failed job decided", js(ds), err)
+		}
+	})
+
+	t.Run("RescheduleDue", func(t *testing.T) {
+		s, fb, c := setup(t)
+		bad := crashedJob(t, s, newJob(), false).UUID
+		decide(t, s, policy) // due first
+		c.Advance(time.Second)
+		good := crashedJob(t, s, newJob(), false).UUID
+		decide(t, s, policy)
+		c.Advance(time.Minute)
+		fb.failOn(bad)
+		r, err := s.RescheduleDue(ctx)
+		failedOn(t, err, bad)
+		if len(r) != 1 || r[0].Parent.UUID != good || !r[0].Created {
+			t.Fatalf("got %s, want the good job's successor", js(r))
+		}
+		if j, _ := fb.Job(ctx, bad); j.RescheduledTo != nil || len(entries(t, fb, bad, statemachine.EventReschedule)) != 0 {
+			t.Errorf("the failed job: got %s, want it untouched", js(j))
+		}
+		fb.failOn(uuid.Nil)
+		if r, err := s.RescheduleDue(ctx); err != nil || len(r) != 1 || r[0].Parent.UUID != bad || !r[0].Created {
+			t.Errorf("next sweep: got %s (%v), want the failed job's successor", js(r), err)
+		}
+	})
 }
 
 func testRetryStats(t *testing.T, open Open) {
