@@ -69,8 +69,10 @@ type Result struct {
 // request id defaults to the job's uuid, so repeating a create that names its uuid is safe too.
 // A uuid that is taken by a job with another request id is ErrConflict.
 func (s *Store) Create(ctx context.Context, n statemachine.NewJob, meta statemachine.Meta) (Result, error) {
+	stampInTx := meta.ReceivedAt.IsZero()
 	meta = s.stamp(meta)
-	if n.UUID == uuid.Nil {
+	uuidGiven := n.UUID != uuid.Nil
+	if !uuidGiven {
 		id, err := uuid.NewV7()
 		if err != nil {
 			return Result{}, fmt.Errorf("issue uuid: %w", err)
@@ -81,13 +83,21 @@ func (s *Store) Create(ctx context.Context, n statemachine.NewJob, meta statemac
 		n.RequestID = n.UUID.String()
 	}
 	var res Result
-	err := s.backend.InTx(ctx, func(tx Tx) error {
+	create := func(tx Tx) error {
+		if stampInTx {
+			// Inside the transaction: on SQLite, whose writers take turns, created_at then
+			// follows commit order, so a newest-first walk never passes a job still committing.
+			meta.ReceivedAt = s.stamp(statemachine.Meta{}).ReceivedAt
+		}
 		// Serialised with parking events for this uuid (store_bus.go).
 		if err := tx.LockKeys(ctx, []uuid.UUID{n.UUID}); err != nil {
 			return err
 		}
 		existing, err := tx.JobByRequestID(ctx, n.RequestID)
 		if err == nil {
+			if uuidGiven && existing.UUID != n.UUID {
+				return &requestIDUsedError{requestID: n.RequestID, job: existing.UUID}
+			}
 			res = Result{Job: existing, Verdict: statemachine.Duplicate, StateFrom: existing.State}
 			return tx.AppendHistory(ctx, s.history(existing.UUID, statemachine.EventCreate, res, meta, createDetail(n)))
 		}
@@ -107,14 +117,16 @@ func (s *Store) Create(ctx context.Context, n statemachine.NewJob, meta statemac
 		}
 		res.Job, res.Parked, err = s.applyParked(ctx, tx, job)
 		return err
-	})
-	if errors.Is(err, ErrConflict) {
-		// Either a concurrent create with the same request id won the race, or the uuid is
-		// taken. The first is a repeat; the second is a real conflict.
-		if existing, gerr := s.jobByRequestID(ctx, n.RequestID); gerr == nil {
-			return Result{Job: existing, Verdict: statemachine.Duplicate, StateFrom: existing.State}, nil
+	}
+	err := s.backend.InTx(ctx, create)
+	var taken *requestIDUsedError
+	if errors.Is(err, ErrConflict) && !errors.As(err, &taken) {
+		// Either a concurrent create with the same request id won the race, and this one is a
+		// repeat that a second try records as such, or the uuid is taken by another request.
+		err = s.backend.InTx(ctx, create)
+		if errors.Is(err, ErrConflict) && !errors.As(err, &taken) {
+			return Result{}, fmt.Errorf("create job %s: uuid already used by another request: %w", n.UUID, ErrConflict)
 		}
-		return Result{}, fmt.Errorf("create job %s: uuid already used by another request: %w", n.UUID, ErrConflict)
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("create job %s: %w", n.UUID, err)
@@ -122,15 +134,17 @@ func (s *Store) Create(ctx context.Context, n statemachine.NewJob, meta statemac
 	return res, nil
 }
 
-func (s *Store) jobByRequestID(ctx context.Context, requestID string) (statemachine.Job, error) {
-	var job statemachine.Job
-	err := s.backend.InTx(ctx, func(tx Tx) error {
-		var err error
-		job, err = tx.JobByRequestID(ctx, requestID)
-		return err
-	})
-	return job, err
+// requestIDUsedError is a create whose request id made a job with another uuid than it names.
+type requestIDUsedError struct {
+	requestID string
+	job       uuid.UUID
 }
+
+func (e *requestIDUsedError) Error() string {
+	return fmt.Sprintf("request id %q already created job %s", e.requestID, e.job)
+}
+
+func (e *requestIDUsedError) Unwrap() error { return ErrConflict }
 
 // Apply runs a start or end event against the job with the given uuid: the state machine
 // decides, and the new job, the history entry and the outgoing message commit together. An
@@ -216,9 +230,12 @@ func truncateTimes(ev statemachine.Event) statemachine.Event {
 
 // createDetail is what a create's history entry records of the request.
 func createDetail(n statemachine.NewJob) map[string]any {
-	d := map[string]any{
-		"taskname": n.TaskName, "item": n.Item, "item_type": n.ItemType, "arch": n.Arch,
-		"request_id": n.RequestID, "attempt": n.Attempt,
+	d := map[string]any{"taskname": n.TaskName, "item": n.Item, "item_type": n.ItemType, "request_id": n.RequestID}
+	if n.Arch != "" {
+		d["arch"] = n.Arch
+	}
+	if n.Attempt > 0 {
+		d["attempt"] = n.Attempt
 	}
 	if n.Data != nil {
 		d["data"] = n.Data

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,6 +44,7 @@ var coreTests = []test{
 	{"CreateHonoursClientUUID", testCreateClientUUID},
 	{"CreateIsIdempotentOnRequestID", testCreateIdempotent},
 	{"CreateRejectsTakenUUID", testCreateTakenUUID},
+	{"CreateRejectsRequestIDOfAnotherJob", testCreateRequestIDOfAnotherJob},
 	{"KeyValuesRoundTrip", testKeyValuesRoundTrip},
 	{"Transitions", testTransitions},
 	{"LateStartFillsWhatOnlyTheStartKnows", testLateStart},
@@ -218,6 +220,18 @@ func testCreateIdempotent(t *testing.T, open Open) {
 	hist, _ := b.History(context.Background(), first.UUID)
 	if len(hist) != 2 || hist[1].Verdict != statemachine.Duplicate {
 		t.Errorf("got history %s, want create applied then duplicate", js(hist))
+	}
+}
+
+func testCreateRequestIDOfAnotherJob(t *testing.T, open Open) {
+	s, _ := newStore(t, open)
+	n := newJob()
+	n.RequestID = "trigger-1"
+	first := create(t, s, n)
+	n.UUID = uuid.New() // the same request, naming another uuid
+	_, err := s.Create(context.Background(), n, httpMeta("again"))
+	if !errors.Is(err, storage.ErrConflict) || !strings.Contains(err.Error(), first.UUID.String()) {
+		t.Errorf("got %v, want ErrConflict naming job %s", err, first.UUID)
 	}
 }
 
@@ -548,5 +562,10 @@ func testConcurrentCreates(t *testing.T, open Open) {
 	}
 	if n := len(outbox(t, b)); n != 1 {
 		t.Errorf("got %d messages, want 1", n)
+	}
+	// Every repeat is in the history, also those that lost the race to insert.
+	hist, _ := b.History(context.Background(), results[0].Job.UUID)
+	if len(hist) != writers {
+		t.Errorf("got %d history entries, want %d (one create, the rest duplicates)", len(hist), writers)
 	}
 }
