@@ -245,17 +245,17 @@ func TestEndBeforeStartBeforeTrigger(t *testing.T) {
 	eventually(t, "both parked", func() bool { return mb.broker.Len("execdb") == 0 })
 	mb.send(t, message("t", consumer.SuffixTrigger, trigger(id)))
 	job := waitState(t, store, id, statemachine.Finished)
-	if job.Runner == nil || job.LogURL != "http://logs/1" {
-		t.Errorf("got %+v, want the end's log url and the late start's runner", job)
+	if job.Runner == nil || job.LogURL != "http://logs/1" || job.StartedAt == nil {
+		t.Errorf("got %+v, want the start's runner and time and the end's log url", job)
 	}
+	// Events that waited for their job are applied in lifecycle order: start, then end.
 	h := history(t, store, id)
-	if len(h) != 3 || h[1].MessageID != "e" || h[2].MessageID != "s" || h[2].Verdict != statemachine.Late {
-		t.Errorf("got history %+v", h)
+	if len(h) != 3 || h[1].MessageID != "s" || h[1].Verdict != statemachine.Applied || h[2].MessageID != "e" || h[2].Verdict != statemachine.Applied {
+		t.Errorf("got history %+v, want create, start applied, end applied", h)
 	}
-	eventually(t, "the late start listed", func() bool {
-		r := rejected(t, store)
-		return len(r) == 1 && r[0].Reason == storage.RejectLate && r[0].MessageID == "s"
-	})
+	if r := rejected(t, store); len(r) != 0 {
+		t.Errorf("got rejected %+v, want none", r)
+	}
 }
 
 // TestPoisonMessages sends every kind of bad message, each followed by a valid one: each bad

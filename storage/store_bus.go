@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -301,7 +302,7 @@ func (u *unit) create(m BusMessage) (BusResult, error) {
 	}
 	parked := u.parked[job.UUID]
 	delete(u.parked, job.UUID)
-	for _, p := range parked {
+	for _, p := range inLifecycleOrder(parked) {
 		ev := truncateTimes(p.Event)
 		r, reason, err := u.event(job.UUID, ev, p.Topic, p.Body)
 		if err != nil {
@@ -383,7 +384,7 @@ func (s *Store) applyParked(ctx context.Context, tx Tx, job statemachine.Job) (s
 		return job, nil, err
 	}
 	applied := make([]ParkedApplied, 0, len(parked))
-	for _, p := range parked {
+	for _, p := range inLifecycleOrder(parked) {
 		ev := truncateTimes(p.Event)
 		r, reason, err := s.applyEvent(ctx, tx, job, ev, p.Topic, p.Body)
 		if err != nil {
@@ -393,6 +394,14 @@ func (s *Store) applyParked(ctx context.Context, tx Tx, job statemachine.Job) (s
 		applied = append(applied, ParkedApplied{Meta: ev.Meta, Kind: ev.Kind(), Result: r, Reason: reason})
 	}
 	return job, applied, nil
+}
+
+// inLifecycleOrder orders the events that waited for a job: starts before ends, each kind in
+// arrival order. What only the order of arrival mixed up is applied in the order it happened,
+// so the job's history reads start, then end, whichever came first.
+func inLifecycleOrder(parked []ParkedEvent) []ParkedEvent {
+	sort.SliceStable(parked, func(i, j int) bool { return parked[i].Event.Start != nil && parked[j].Event.Start == nil })
+	return parked
 }
 
 // applyEvent runs the state machine on a locked job and writes the outcome: the job, its

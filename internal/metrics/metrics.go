@@ -41,6 +41,12 @@ func (m *Jobs) Observe(origin statemachine.Origin, kind statemachine.EventKind, 
 	if r.Verdict != statemachine.Applied {
 		return
 	}
+	if kind == statemachine.EventCreate {
+		// A create enters SCHEDULED, even when events that waited for the job took it further
+		// at once: those are observed on their own.
+		m.transitions.WithLabelValues(string(statemachine.Scheduled)).Inc()
+		return
+	}
 	m.transitions.WithLabelValues(string(r.Job.State)).Inc()
 	if r.Job.State == statemachine.Crashed && r.Job.Crash != nil {
 		m.crashes.WithLabelValues(string(r.Job.Crash.Notify), string(r.Job.Crash.Cause)).Inc()

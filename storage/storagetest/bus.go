@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -187,7 +188,8 @@ func testBusParking(t *testing.T, open Open) {
 	if n := len(outbox(t, b)); n != 0 {
 		t.Fatalf("got %d outbox messages before the job exists, want 0", n)
 	}
-	// The trigger arrives last, over HTTP: the parked events apply in arrival order.
+	// The trigger arrives last, over HTTP: the parked events apply in lifecycle order, the
+	// start before the end, as if they had come in the order they happened.
 	n := newJob()
 	n.UUID = id
 	res, err := s.Create(context.Background(), n, httpMeta("late-trigger"))
@@ -197,23 +199,30 @@ func testBusParking(t *testing.T, open Open) {
 	if !res.Created || res.Job.State != statemachine.Crashed || len(res.Parked) != 2 {
 		t.Fatalf("got created=%v state=%s parked=%d, want true CRASHED 2", res.Created, res.Job.State, len(res.Parked))
 	}
-	if p := res.Parked[0]; p.Kind != statemachine.EventEnd || p.Result.Verdict != statemachine.Applied || p.Meta.MessageID != "e" || p.Meta.Origin != statemachine.OriginAMQP {
-		t.Errorf("first parked: got %s %s %s %s, want end applied e amqp", p.Kind, p.Result.Verdict, p.Meta.MessageID, p.Meta.Origin)
+	if p := res.Parked[0]; p.Kind != statemachine.EventStart || p.Result.Verdict != statemachine.Applied || p.Meta.MessageID != "s" || p.Meta.Origin != statemachine.OriginAMQP {
+		t.Errorf("first parked: got %s %s %s %s, want start applied s amqp", p.Kind, p.Result.Verdict, p.Meta.MessageID, p.Meta.Origin)
 	}
-	if p := res.Parked[1]; p.Kind != statemachine.EventStart || p.Result.Verdict != statemachine.Late || p.Reason != storage.RejectLate {
-		t.Errorf("second parked: got %s %s reason %s, want start late late", p.Kind, p.Result.Verdict, p.Reason)
+	if p := res.Parked[1]; p.Kind != statemachine.EventEnd || p.Result.Verdict != statemachine.Applied || p.Reason != "" {
+		t.Errorf("second parked: got %s %s reason %s, want end applied", p.Kind, p.Result.Verdict, p.Reason)
 	}
 	got := readBack(t, b, res.Job)
-	if got.Runner == nil || got.Runner.JobID != "all/7" {
-		t.Errorf("got runner=%v, want the late start's runner kept", got.Runner)
+	if got.Runner == nil || got.Runner.JobID != "all/7" || got.StartedAt == nil {
+		t.Errorf("got runner=%v started_at=%v, want the start's", got.Runner, got.StartedAt)
 	}
 	msgs := outbox(t, b)
-	if len(msgs) != 2 || msgs[0].Topic != "org.example.execdb.job.scheduled" || msgs[1].Topic != "org.example.execdb.job.crashed.task.task" {
-		t.Errorf("got outbox %s, want scheduled then crashed.task.task", js(msgs))
+	var topics []string
+	for _, m := range msgs {
+		topics = append(topics, strings.TrimPrefix(m.Topic, "org.example.execdb.job."))
+	}
+	if strings.Join(topics, " ") != "scheduled running crashed.task.task" {
+		t.Errorf("got outbox topics %v, want scheduled running crashed.task.task", topics)
 	}
 	hist, _ := b.History(context.Background(), id)
-	if len(hist) != 3 || hist[1].MessageID != "e" || hist[2].Verdict != statemachine.Late {
-		t.Errorf("got history %s, want create, end e, late start", js(hist))
+	if len(hist) != 3 || hist[1].MessageID != "s" || hist[2].MessageID != "e" || hist[2].Verdict != statemachine.Applied {
+		t.Errorf("got history %s, want create, start s, end e", js(hist))
+	}
+	if rej := rejectedList(t, b, storage.RejectedQuery{}); len(rej) != 0 {
+		t.Errorf("got rejected %s, want none", js(rej))
 	}
 	// Nothing stays parked: the sweeper finds nothing to reject.
 	expired, err := s.ExpireParked(context.Background(), 0, 100)
