@@ -27,6 +27,8 @@ type BusMessage struct {
 	JobUUID uuid.UUID            // the job Event is about
 	Event   *statemachine.Event  // a start or end; its Meta is taken from the message's
 	Reject  *Rejection           // the message could not be decoded
+
+	uuidIssued bool // the trigger named no uuid: ExecDB issued one
 }
 
 // Kind is the kind of event the message carries; empty for one rejected undecoded.
@@ -113,6 +115,7 @@ func (s *Store) ApplyBus(ctx context.Context, msgs []BusMessage) ([]BusResult, e
 					return nil, fmt.Errorf("issue uuid: %w", err)
 				}
 				n.UUID = id
+				m.uuidIssued = true
 			}
 			if n.RequestID == "" {
 				n.RequestID = n.UUID.String()
@@ -281,6 +284,13 @@ func (u *unit) create(m BusMessage) (BusResult, error) {
 	n := *m.Create
 	if id, ok := u.byRequest[n.RequestID]; ok {
 		existing := u.jobs[id]
+		if !m.uuidIssued && existing.UUID != n.UUID {
+			// As over HTTP: the same request naming another uuid is not a repeat.
+			rej := Rejection{Reason: RejectConflict, Field: "uuid", JobUUID: &id,
+				Detail: fmt.Sprintf("request id %q already created job %s", n.RequestID, id)}
+			u.w.Rejected = append(u.w.Rejected, rejected(m, rej))
+			return BusResult{Outcome: BusRejected, Kind: statemachine.EventCreate, Reason: RejectConflict}, nil
+		}
 		res := Result{Job: existing, Verdict: statemachine.Duplicate, StateFrom: existing.State}
 		u.w.History = append(u.w.History, u.s.history(existing.UUID, statemachine.EventCreate, res, m.Meta, createDetail(n)))
 		return BusResult{Outcome: BusDuplicate, Kind: statemachine.EventCreate, Result: res}, nil

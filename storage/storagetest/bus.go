@@ -173,6 +173,18 @@ func testBusTriggerTakenUUID(t *testing.T, open Open) {
 	if len(rej) != 1 || rej[0].MessageID != "t2" || rej[0].Field != "uuid" || rej[0].JobUUID == nil || *rej[0].JobUUID != n.UUID {
 		t.Errorf("got rejected %s, want t2 naming field uuid and the job", js(rej))
 	}
+	// The first request again, naming another uuid: not a repeat, as over HTTP.
+	other := newJob()
+	other.UUID = uuid.New()
+	other.RequestID = "first"
+	rs = applyBus(t, s, busTrigger("t3", other))
+	wantOutcomes(t, rs, storage.BusRejected)
+	if rs[0].Reason != storage.RejectConflict {
+		t.Errorf("request id of another job: got reason %s, want conflict", rs[0].Reason)
+	}
+	if _, err := b.Job(context.Background(), other.UUID); err == nil {
+		t.Error("a job was created for a request id that made another job")
+	}
 }
 
 func testBusParking(t *testing.T, open Open) {
@@ -534,12 +546,14 @@ func testBusSharedRequestID(t *testing.T, open Open) {
 	n2.UUID, n2.RequestID = u2, "shared"
 	n3.UUID, n3.RequestID = u3, "shared"
 	rs := applyBus(t, s, busTrigger("t1", n1), busTrigger("t2", n2), busTrigger("t3", n3))
-	wantOutcomes(t, rs, storage.BusRejected, storage.BusApplied, storage.BusDuplicate)
+	// t1 names a uuid another request took; t3 names another uuid than the job its request id
+	// made: neither is a repeat, both are conflicts.
+	wantOutcomes(t, rs, storage.BusRejected, storage.BusApplied, storage.BusRejected)
 	if j, _ := b.Job(context.Background(), u2); j.State != statemachine.Running {
 		t.Errorf("job %s: got %s, want RUNNING (its parked start applied)", u2, j.State)
 	}
-	if rs[2].Result.Job.UUID != u2 {
-		t.Errorf("duplicate trigger: got job %s, want %s", rs[2].Result.Job.UUID, u2)
+	if rs[2].Reason != storage.RejectConflict {
+		t.Errorf("trigger t3: got reason %s, want conflict", rs[2].Reason)
 	}
 	expired, err := s.ExpireParked(context.Background(), 0, 10)
 	if err != nil || len(expired) != 1 || *expired[0].JobUUID != u3 {
