@@ -18,6 +18,7 @@ import (
 
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
+	"github.com/fedora-qa/execdb/storage/internal/migrations"
 	"github.com/fedora-qa/execdb/storage/storagetest"
 	"github.com/google/uuid"
 )
@@ -106,7 +107,7 @@ func TestOpenMigrateIdempotent(t *testing.T) {
 				t.Fatalf("round %d: Migrate #%d: %v", round, i+1, err)
 			}
 		}
-		ms, err := loadMigrations()
+		ms, err := migrations.Load(migrationFiles, "migrations")
 		if err != nil {
 			t.Fatal(err)
 		}
