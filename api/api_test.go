@@ -2,13 +2,11 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,34 +15,12 @@ import (
 	"github.com/fedora-qa/execdb/internal/testenv"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
-	"github.com/fedora-qa/execdb/storage/postgres"
-	"github.com/fedora-qa/execdb/storage/sqlite"
 )
 
 // backends opens a fresh migrated backend of each kind; every HTTP test runs on both.
 var backends = map[string]func(t *testing.T) storage.Backend{
-	"sqlite": func(t *testing.T) storage.Backend {
-		b, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "execdb.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		if err := b.Migrate(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		return b
-	},
-	"postgres": func(t *testing.T) storage.Backend {
-		b, err := postgres.Open(context.Background(), testenv.PostgresSchema(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		if err := b.Migrate(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		return b
-	},
+	"sqlite":   func(t *testing.T) storage.Backend { return testenv.SQLite(t, "") },
+	"postgres": func(t *testing.T) storage.Backend { return testenv.Postgres(t, "") },
 }
 
 // forEachBackend runs fn against a server on each backend.

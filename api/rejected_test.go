@@ -6,24 +6,16 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
 
 	"github.com/fedora-qa/execdb/api"
+	"github.com/fedora-qa/execdb/internal/testenv"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
-	"github.com/fedora-qa/execdb/storage/sqlite"
 )
 
 func TestListRejected(t *testing.T) {
-	b, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "execdb.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if err := b.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	b := testenv.SQLite(t, "")
 	store := storage.New(b, storage.Config{})
 	var msgs []storage.BusMessage
 	for i := range 5 {

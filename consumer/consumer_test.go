@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,8 +16,6 @@ import (
 	"github.com/fedora-qa/execdb/internal/testenv"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
-	"github.com/fedora-qa/execdb/storage/postgres"
-	"github.com/fedora-qa/execdb/storage/sqlite"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -29,29 +26,11 @@ const prefix = "org.example"
 const wait = 60 * time.Second
 
 func sqliteStore(t *testing.T) *storage.Store {
-	t.Helper()
-	b, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "execdb.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	if err := b.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return storage.New(b, storage.Config{TopicPrefix: prefix})
+	return storage.New(testenv.SQLite(t, ""), storage.Config{TopicPrefix: prefix})
 }
 
 func postgresStore(t *testing.T) *storage.Store {
-	t.Helper()
-	b, err := postgres.Open(context.Background(), testenv.PostgresSchema(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	if err := b.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return storage.New(b, storage.Config{TopicPrefix: prefix})
+	return storage.New(testenv.Postgres(t, ""), storage.Config{TopicPrefix: prefix})
 }
 
 // run starts a consumer on sub and stops it when the test ends.

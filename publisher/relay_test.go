@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,8 +19,6 @@ import (
 	"github.com/fedora-qa/execdb/rabbitmq/rabbitmqtest"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
-	"github.com/fedora-qa/execdb/storage/postgres"
-	"github.com/fedora-qa/execdb/storage/sqlite"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -32,16 +29,7 @@ const prefix = "org.example"
 const wait = 60 * time.Second
 
 func sqliteStore(t *testing.T) *storage.Store {
-	t.Helper()
-	b, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "execdb.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	if err := b.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return storage.New(b, storage.Config{TopicPrefix: prefix})
+	return storage.New(testenv.SQLite(t, ""), storage.Config{TopicPrefix: prefix})
 }
 
 // postgresURL is a fresh schema; several stores may open it, as several serve processes would.
@@ -53,16 +41,7 @@ func postgresURL(t testing.TB) string {
 }
 
 func postgresStore(t testing.TB, url string) *storage.Store {
-	t.Helper()
-	b, err := postgres.Open(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	if err := b.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return storage.New(b, storage.Config{TopicPrefix: prefix})
+	return storage.New(testenv.Postgres(t, url), storage.Config{TopicPrefix: prefix})
 }
 
 // startRelay runs a relay until the test ends (or stop is called).

@@ -17,8 +17,6 @@ import (
 	"github.com/fedora-qa/execdb/internal/testenv"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
-	"github.com/fedora-qa/execdb/storage/postgres"
-	"github.com/fedora-qa/execdb/storage/sqlite"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -81,33 +79,11 @@ func TestRescheduleDelaySetting(t *testing.T) {
 var sharedDatabases = map[string]func(t *testing.T) (storage.Backend, storage.Backend){
 	"sqlite": func(t *testing.T) (storage.Backend, storage.Backend) {
 		path := filepath.Join(t.TempDir(), "execdb.db")
-		open := func() storage.Backend {
-			b, err := sqlite.Open(context.Background(), path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { b.Close() })
-			if err := b.Migrate(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			return b
-		}
-		return open(), open()
+		return testenv.SQLite(t, path), testenv.SQLite(t, path)
 	},
 	"postgres": func(t *testing.T) (storage.Backend, storage.Backend) {
 		url := testenv.PostgresSchema(t)
-		open := func() storage.Backend {
-			b, err := postgres.Open(context.Background(), url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { b.Close() })
-			if err := b.Migrate(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			return b
-		}
-		return open(), open()
+		return testenv.Postgres(t, url), testenv.Postgres(t, url)
 	},
 }
 
@@ -381,15 +357,7 @@ func eventCount(t *testing.T, base string, j statemachine.Job, kind string) int 
 // rescheduleServer is a real API on SQLite for the command's tests.
 func rescheduleServer(t *testing.T, tokens map[string]string) (*storage.Store, map[string]string) {
 	t.Helper()
-	b, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "execdb.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	if err := b.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	store := storage.New(b, storage.Config{})
+	store := storage.New(testenv.SQLite(t, ""), storage.Config{})
 	srv := httptest.NewServer(api.New(store, api.Config{Tokens: tokens}).Handler())
 	t.Cleanup(srv.Close)
 	vars := map[string]string{"EXECDB_SERVER": srv.URL, "EXECDB_TIMEOUT": "10s"}
