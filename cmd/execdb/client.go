@@ -16,14 +16,8 @@ import (
 // The client commands: execdb job create|start|finish|show|events|reschedule (this file) and
 // execdb jobs, execdb stats (client_list.go), over the HTTP API (CONTRACT sections 6 and 7).
 
-type jobSubcommand struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, args []string, e env) int
-}
-
-func jobSubcommands() []jobSubcommand {
-	return []jobSubcommand{
+func jobSubcommands() []command {
+	return []command{
 		{"create", "create a SCHEDULED job (what Trigger does)", cmdJobCreate},
 		{"start", "report that a job began running", cmdJobStart},
 		{"finish", "report how a job ended: from a status file, FINISHED or CRASHED", cmdJobFinish},
@@ -34,23 +28,7 @@ func jobSubcommands() []jobSubcommand {
 }
 
 func cmdJob(ctx context.Context, args []string, e env) int {
-	if len(args) == 0 {
-		jobUsage(e.stderr)
-		return exitUsage
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		jobUsage(e.stdout)
-		return exitOK
-	}
-	for _, s := range jobSubcommands() {
-		if s.name == args[0] {
-			return s.run(ctx, args[1:], e)
-		}
-	}
-	fmt.Fprintf(e.stderr, "execdb job: unknown subcommand %q\n\n", args[0])
-	jobUsage(e.stderr)
-	return exitUsage
+	return dispatch(ctx, "execdb job", "subcommand", jobSubcommands(), jobUsage, args, e)
 }
 
 func jobUsage(w io.Writer) {

@@ -51,6 +51,12 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, e env) int {
+	return dispatch(ctx, "execdb", "command", commands(), usage, args, e)
+}
+
+// dispatch runs the command args[0] names among cmds; no name prints usage (exit 2), a help
+// flag prints it (exit 0).
+func dispatch(ctx context.Context, prog, what string, cmds []command, usage func(io.Writer), args []string, e env) int {
 	if len(args) == 0 {
 		usage(e.stderr)
 		return exitUsage
@@ -60,12 +66,12 @@ func run(ctx context.Context, args []string, e env) int {
 		usage(e.stdout)
 		return exitOK
 	}
-	for _, c := range commands() {
+	for _, c := range cmds {
 		if c.name == args[0] {
 			return c.run(ctx, args[1:], e)
 		}
 	}
-	fmt.Fprintf(e.stderr, "execdb: unknown command %q\n\n", args[0])
+	fmt.Fprintf(e.stderr, "%s: unknown %s %q\n\n", prog, what, args[0])
 	usage(e.stderr)
 	return exitUsage
 }
