@@ -46,8 +46,7 @@ type Leader interface {
 type Config struct {
 	// Backend holds the outbox.
 	Backend storage.Backend
-	// Sinks are the buses to publish to. Without any, messages are dropped from the outbox at
-	// once: there is nobody to tell.
+	// Sinks are the buses to publish to; at least one. (A process without any runs Expire.)
 	Sinks []Sink
 	// Log receives problems; nil means none.
 	Log *zap.Logger
@@ -111,6 +110,9 @@ func New(cfg Config) *Relay {
 // Run relays until ctx ends, then publishes what is still waiting (at most flushTimeout) and
 // returns. With a Leader backend it relays only while it leads.
 func (r *Relay) Run(ctx context.Context) error {
+	if len(r.cfg.Sinks) == 0 {
+		return errors.New("relay: no bus to publish to")
+	}
 	leader, ok := r.cfg.Backend.(Leader)
 	if !ok {
 		r.setLeading(true)

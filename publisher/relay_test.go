@@ -154,11 +154,28 @@ func TestRelayToMemory(t *testing.T) {
 	}
 }
 
-func TestRelayWithoutSinksDiscards(t *testing.T) {
+// A process without a bus leaves the outbox to one that has, dropping only what nobody
+// published within the retention.
+func TestExpireDropsOnlyOldMessages(t *testing.T) {
 	store := sqliteStore(t)
-	life(t, store, statemachine.End{State: statemachine.Finished})
-	startRelay(t, publisher.Config{Backend: store.Backend()})
-	eventually(t, "the outbox emptied", func() bool { return backlog(t, store.Backend()) == 0 })
+	life(t, store, statemachine.End{State: statemachine.Finished}) // three messages, created now
+	cfg := publisher.ExpireConfig{Backend: store.Backend(), Retention: time.Hour}
+	if n, err := publisher.ExpireOnce(context.Background(), cfg); err != nil || n != 0 {
+		t.Fatalf("got %d dropped (%v), want none of the fresh messages", n, err)
+	}
+	if got := backlog(t, store.Backend()); got != 3 {
+		t.Fatalf("got backlog %d, want 3", got)
+	}
+	cfg.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	if n, err := publisher.ExpireOnce(context.Background(), cfg); err != nil || n != 3 {
+		t.Fatalf("got %d dropped (%v), want the 3 messages past the retention", n, err)
+	}
+	if got := backlog(t, store.Backend()); got != 0 {
+		t.Errorf("got backlog %d, want 0", got)
+	}
+	if err := publisher.New(publisher.Config{Backend: store.Backend()}).Run(context.Background()); err == nil {
+		t.Error("a relay without a bus ran")
+	}
 }
 
 // amqpWatch binds a queue to the exchange with #.execdb.job.# the way a subscriber would.

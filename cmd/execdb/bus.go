@@ -103,7 +103,7 @@ func startBus(ctx context.Context, d busDeps) (*busRuntime, error) {
 			zap.String("exchange", cfg.AMQPExchange), zap.String("queue", cfg.AMQPQueue))
 	}
 	if len(sinks) == 0 {
-		log.Info("no bus to publish to (EXECDB_AMQP_URL, EXECDB_FEDMSG_BIND): job-state messages are not sent")
+		log.Info("no bus to publish to (EXECDB_AMQP_URL, EXECDB_FEDMSG_BIND): job-state messages are left to a process that has one, and dropped after a day")
 	}
 
 	relay := publisher.New(publisher.Config{Backend: backend, Sinks: sinks, Metrics: relayMetrics,
@@ -141,6 +141,10 @@ func startBus(ctx context.Context, d busDeps) (*busRuntime, error) {
 	}()
 	go func() {
 		defer all.Done()
+		if len(sinks) == 0 {
+			publisher.Expire(relayCtx, publisher.ExpireConfig{Backend: backend, Log: log.With(zap.String("component", "relay"))})
+			return
+		}
 		if err := relay.Run(relayCtx); err != nil {
 			log.Error("outbox relay stopped", zap.Error(err))
 		}
