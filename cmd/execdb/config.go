@@ -65,7 +65,7 @@ func settings() []setting {
 		durationSetting("park-ttl", "EXECDB_PARK_TTL", "1h", "how long a message for an unknown job waits for it", func(c *serveConfig) *time.Duration { return &c.ParkTTL }),
 		durationSetting("run-timeout", "EXECDB_RUN_TIMEOUT", "3h", "RUNNING longer than this: the watchdog crashes the job", func(c *serveConfig) *time.Duration { return &c.RunTimeout }),
 		durationSetting("schedule-timeout", "EXECDB_SCHEDULE_TIMEOUT", "24h", "SCHEDULED longer than this: the watchdog crashes the job", func(c *serveConfig) *time.Duration { return &c.ScheduleTimeout }),
-		{"auto-reschedule", "EXECDB_AUTO_RESCHEDULE", "0", "attempts allowed for automatic rescheduling of non-fatal crashes; 0 = off", func(c *serveConfig, v string) error {
+		{"auto-reschedule", "EXECDB_AUTO_RESCHEDULE", "0", "attempts allowed for automatic rescheduling of non-fatal crashes: a crashed job whose attempt is below it gets a successor; 0 (or 1) = off", func(c *serveConfig, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
 				return fmt.Errorf("want a whole number ≥ 0, got %q", v)

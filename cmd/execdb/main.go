@@ -80,7 +80,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "ExecDB keeps the execution state of Taskotron jobs.")
 	fmt.Fprintln(w, "\nUsage: execdb <command> [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'execdb <command> --help' for the flags of a command.")
 }
