@@ -189,8 +189,9 @@ func (c *Consumer) process(ctx context.Context, batch []item, backoff *bus.Backo
 }
 
 // apply applies msgs in one transaction, retrying while the database fails. A batch that keeps
-// failing is applied message by message, so that one message the database refuses (a poison
-// message) is rejected as unprocessable without holding up the others. ok is false when ctx
+// failing is applied message by message, so that one message whose data the database refuses
+// (storage.ErrInvalidData) is rejected as unprocessable without holding up the others; any other
+// error (locked, timed out, read-only, disk full) is retried, however long it lasts. ok is false when ctx
 // ended while the database failed: nothing was applied.
 func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff *bus.Backoff) ([]storage.BusResult, bool) {
 	dbCtx := context.WithoutCancel(ctx)
@@ -214,8 +215,8 @@ func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff
 			}
 			return out, true
 		}
-		if attempt >= 1 && len(msgs) == 1 && msgs[0].Reject == nil && c.cfg.Store.Backend().Ping(dbCtx) == nil {
-			// The database answers but refuses this message: keep it as rejected instead.
+		if len(msgs) == 1 && msgs[0].Reject == nil && errors.Is(err, storage.ErrInvalidData) {
+			// The database refuses this message's data: keep it as rejected instead.
 			c.log.Warn("database refused a bus message; rejecting it", zap.String("message_id", msgs[0].Meta.MessageID),
 				zap.String("topic", msgs[0].Topic), zap.Error(err))
 			m := msgs[0]

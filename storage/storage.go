@@ -20,6 +20,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict means a unique key (job uuid, request id) is already taken.
 	ErrConflict = errors.New("conflict")
+	// ErrInvalidData means the database refuses a value itself (e.g. a NUL character in text
+	// on PostgreSQL): writing it again can never succeed, unlike a timeout or a lost lock.
+	ErrInvalidData = errors.New("invalid data")
 )
 
 // HistoryEntry is one event in a job's history: applied, duplicate, late or conflicting.

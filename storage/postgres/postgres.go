@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fedora-qa/execdb/statemachine"
@@ -294,6 +295,9 @@ func interpretError(err error) error {
 			return fmt.Errorf("%s: %w", pgErr.ConstraintName, storage.ErrConflict)
 		case "23503": // foreign_key_violation: the job referred to does not exist
 			return fmt.Errorf("%s: %w", pgErr.ConstraintName, storage.ErrNotFound)
+		}
+		if strings.HasPrefix(pgErr.Code, "22") { // data_exception: the value itself is refused
+			return fmt.Errorf("%s: %w", pgErr.Message, storage.ErrInvalidData)
 		}
 	}
 	return err
