@@ -28,8 +28,9 @@ type ExpireConfig struct {
 // Expire is what a process with no bus to publish to runs instead of a Relay. It does not
 // relay: several serve processes may share a PostgreSQL database, and one that has a bus
 // publishes the messages. It only drops messages older than the retention, which no process
-// published in that time, so that the outbox of a deployment without any bus stays bounded.
-// It runs until ctx ends.
+// published in that time, so that the outbox of a deployment without any bus stays bounded; on
+// a backend shared by several processes (a Leader) it does so only while it can take the
+// relay's lead, so never while a relay waits for its broker. It runs until ctx ends.
 func Expire(ctx context.Context, cfg ExpireConfig) {
 	if cfg.Retention <= 0 {
 		cfg.Retention = DefaultRetention
@@ -40,11 +41,26 @@ func Expire(ctx context.Context, cfg ExpireConfig) {
 	every := min(max(cfg.Retention/24, time.Second), 10*time.Minute)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	for {
+	expire := func(ctx context.Context) {
 		if n, err := ExpireOnce(ctx, cfg); err != nil {
 			cfg.Log.Warn("dropping old outbox messages failed", zap.Error(err))
 		} else if n > 0 {
 			cfg.Log.Info("dropped outbox messages no bus took", zap.Int("messages", n), zap.Duration("retention", cfg.Retention))
+		}
+	}
+	for {
+		if leader, ok := cfg.Backend.(Leader); ok {
+			// Only while no process relays: a relay that waits for its broker keeps the lead, and
+			// what it waits to send is not dropped. The lead is given back at once.
+			err := leader.Lead(ctx, func(lctx context.Context, _ <-chan struct{}) error {
+				expire(lctx)
+				return nil
+			})
+			if err != nil && ctx.Err() == nil {
+				cfg.Log.Warn("outbox expiry could not take the relay's lock", zap.Error(err))
+			}
+		} else {
+			expire(ctx)
 		}
 		select {
 		case <-ctx.Done():

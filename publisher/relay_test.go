@@ -431,3 +431,30 @@ func TestTwoRelaysKeepOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestExpireLeavesTheOutboxToALeadingRelay: on a shared PostgreSQL database a process without
+// a bus drops nothing while another process relays, even one that waits for its broker; once
+// no process relays, it drops what is past the retention.
+func TestExpireLeavesTheOutboxToALeadingRelay(t *testing.T) {
+	url := postgresURL(t)
+	store := postgresStore(t, url)
+	down := rabbitmq.NewPublisher(rabbitmq.PublisherConfig{URL: "amqp://guest:guest@127.0.0.1:1/", Exchange: "amq.topic"})
+	defer down.Close()
+	r, stopRelay := startRelay(t, publisher.Config{Backend: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: down}}})
+	life(t, store, statemachine.End{State: statemachine.Finished})
+	eventually(t, "the relay to lead and report degraded", func() bool { return r.Ready(context.Background()) != nil })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		publisher.Expire(ctx, publisher.ExpireConfig{Backend: postgresStore(t, url).Backend(), Retention: time.Nanosecond})
+	}()
+	defer func() { cancel(); <-done }()
+	time.Sleep(3 * time.Second) // Expire tries for the lead every 2 s; it must not get it
+	if n := backlog(t, store.Backend()); n != 3 {
+		t.Fatalf("got backlog %d while a relay leads, want 3", n)
+	}
+	stopRelay()
+	eventually(t, "the messages past the retention dropped once nobody relays", func() bool { return backlog(t, store.Backend()) == 0 })
+}
