@@ -24,7 +24,9 @@ type SubscriberConfig struct {
 	Topics []string
 	// Log receives connection events; nil means none.
 	Log *zap.Logger
-	// Backoff paces reconnection attempts.
+	// Backoff paces reconnection attempts; zero means 100 ms up to 1 s. PUB/SUB keeps nothing
+	// for a subscriber that is away, so every second spent waiting to redial is a second of
+	// messages lost: the cap is low, as libzmq's own 100 ms reconnect interval is.
 	Backoff bus.Backoff
 }
 
@@ -51,6 +53,9 @@ var _ bus.Subscriber = (*Subscriber)(nil)
 func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("fedmsg subscriber: no endpoints")
+	}
+	if cfg.Backoff.Min == 0 && cfg.Backoff.Max == 0 {
+		cfg.Backoff = bus.Backoff{Min: 100 * time.Millisecond, Max: time.Second}
 	}
 	s := &Subscriber{cfg: cfg, log: cfg.Log, deliveries: make(chan bus.Delivery), closed: make(chan struct{}), down: map[string]error{}}
 	if s.log == nil {
