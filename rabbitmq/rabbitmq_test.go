@@ -143,3 +143,41 @@ func TestTopology(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestClassicQueueFallback: a queue that exists as a classic queue is used as one, and only
+// that refusal makes a classic queue; the dead-letter queue is bounded.
+func TestClassicQueueFallback(t *testing.T) {
+	url := rabbitmqtest.URL(t)
+	name := rabbitmqtest.Name("execdb-test-classic")
+	rabbitmqtest.Cleanup(t, url, []string{name, name + ".rejected"}, []string{name + ".dlx"})
+	ctx, cancel := context.WithTimeout(context.Background(), bustest.Wait)
+	defer cancel()
+	conn, err := rabbitmq.Dial(ctx, url, "execdb test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(name, true, false, false, false, amqp.Table{"x-queue-type": "classic", "x-dead-letter-exchange": name + ".dlx"}); err != nil {
+		t.Fatal(err)
+	}
+	ch.Close()
+	qt, err := rabbitmq.Declare(conn, rabbitmq.Topology{Exchange: "amq.topic", Queue: name, Bindings: []string{name + ".in"}})
+	if err != nil || qt != rabbitmq.Classic {
+		t.Fatalf("got %s, %v; want the existing classic queue used", qt, err)
+	}
+	// The dead-letter queue was declared with its bound: declaring it again with the same
+	// arguments is accepted, which an unbounded queue would refuse as inequivalent.
+	ch, err = conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	bound := amqp.Table{"x-queue-type": "quorum", "x-max-length": int64(rabbitmq.DeadLetterMaxLength), "x-overflow": "drop-head"}
+	if _, err := ch.QueueDeclare(name+".rejected", true, false, false, false, bound); err != nil {
+		t.Errorf("the dead-letter queue is not bounded as declared: %v", err)
+	}
+}

@@ -64,7 +64,10 @@ func Declare(conn *amqp.Connection, t Topology) (QueueType, error) {
 	if err := declareExchange(ch, t.dlx(), amqp.ExchangeFanout); err != nil {
 		return "", err
 	}
-	qt, err := declareQueue(conn, t.dlq(), nil)
+	// Nothing consumes the dead letters but people: the queue keeps the newest ones and drops
+	// the oldest, so that it can never fill the broker's disk (every rejection is also kept in
+	// ExecDB's database and listed by GET /api/v1/rejected).
+	qt, err := declareQueue(conn, t.dlq(), amqp.Table{"x-max-length": DeadLetterMaxLength, "x-overflow": "drop-head"})
 	if err != nil {
 		return "", err
 	}
@@ -97,7 +100,12 @@ func declareExchange(ch *amqp.Channel, name, kind string) error {
 	return nil
 }
 
-// declareQueue declares a durable quorum queue, or a classic one when the broker refuses. Each
+// DeadLetterMaxLength bounds the dead-letter queue.
+const DeadLetterMaxLength = 100_000
+
+// declareQueue declares a durable quorum queue, or a classic one when the broker cannot have a
+// quorum queue (too old to know the type, or a classic queue of that name exists). Any other
+// refusal is an error, retried with the connection, rather than a classic queue for good. Each
 // attempt has its own channel: a refused declaration closes the channel.
 func declareQueue(conn *amqp.Connection, name string, args amqp.Table) (QueueType, error) {
 	try := func(qt QueueType) error {
@@ -121,11 +129,18 @@ func declareQueue(conn *amqp.Connection, name string, args amqp.Table) (QueueTyp
 		return Quorum, nil
 	}
 	var amqpErr *amqp.Error
-	if !errors.As(quorumErr, &amqpErr) || conn.IsClosed() {
+	if !errors.As(quorumErr, &amqpErr) || conn.IsClosed() || !quorumUnavailable(amqpErr) {
 		return "", fmt.Errorf("declare queue %s: %w", name, quorumErr)
 	}
 	if err := try(Classic); err != nil {
 		return "", fmt.Errorf("declare queue %s: as a quorum queue: %v; as a classic queue: %w", name, quorumErr, err)
 	}
 	return Classic, nil
+}
+
+// quorumUnavailable reports whether a refused quorum declaration means the broker cannot have
+// one: it does not know x-queue-type, or the queue exists with another type.
+func quorumUnavailable(err *amqp.Error) bool {
+	return err.Code == amqp.NotImplemented ||
+		err.Code == amqp.PreconditionFailed && strings.Contains(err.Reason, "x-queue-type")
 }
