@@ -266,6 +266,7 @@ func testPoison(t *testing.T, store *storage.Store) {
 		{message("p-json", consumer.SuffixStart, `{"uuid": nope`), storage.RejectUndecodable, ""},
 		{message("p-array", consumer.SuffixStart, `["uuid"]`), storage.RejectUndecodable, ""},
 		{message("p-empty", consumer.SuffixEnd, ``), storage.RejectUndecodable, ""},
+		{message("p-huge", consumer.SuffixEnd, `{"uuid":"`+strings.Repeat("x", consumer.MaxBodyBytes)+`"}`), storage.RejectSchema, ""},
 		{message("p-schema", consumer.SuffixEnd, fmt.Sprintf(`{"uuid":%q,"state":"CRASHED","crash":{"cause":"gremlins"}}`, uuid.New())), storage.RejectSchema, "crash.cause"},
 		{message("p-missing", consumer.SuffixTrigger, `{"taskname":"x","item":"y"}`), storage.RejectSchema, "item_type"},
 		{message("p-keyval", consumer.SuffixTrigger, `{"taskname":"x","item":"y","item_type":"z","data":{"k":"`+strings.Repeat("v", 2000)+`"}}`), storage.RejectSchema, "data.k"},

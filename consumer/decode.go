@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/fedora-qa/execdb/bus"
@@ -20,6 +21,11 @@ const (
 )
 
 // Topics are the full topics ExecDB consumes under prefix.
+
+// MaxBodyBytes bounds a message body: a job request or runtask report is a few kilobytes, and
+// a body beyond this is rejected before it is parsed.
+const MaxBodyBytes = 256 << 10
+
 func Topics(prefix string) []string {
 	return []string{prefix + "." + SuffixTrigger, prefix + "." + SuffixStart, prefix + "." + SuffixEnd}
 }
@@ -57,6 +63,9 @@ func Decode(d bus.Delivery, origin statemachine.Origin, prefix string) storage.B
 		kind = schemas.BodyEnd
 	default:
 		return reject(storage.RejectUnknownTopic, "", "ExecDB consumes "+strings.Join(Topics(prefix), ", "))
+	}
+	if len(d.Body) > MaxBodyBytes {
+		return reject(storage.RejectSchema, "", fmt.Sprintf("body of %d bytes, more than %d", len(d.Body), MaxBodyBytes))
 	}
 	body := bytes.TrimSpace(d.Body)
 	if !json.Valid(body) {
