@@ -302,7 +302,7 @@ func testPoison(t *testing.T, store *storage.Store) {
 			t.Errorf("%s: not rejected", p.msg.ID)
 			continue
 		}
-		if r.Reason != p.reason || r.Field != p.field || r.Transport != statemachine.OriginAMQP || r.Topic != p.msg.Topic || string(r.Body) != string(p.msg.Body) {
+		if r.Reason != p.reason || r.Field != p.field || r.Transport != statemachine.OriginAMQP || r.Topic != p.msg.Topic || !strings.HasPrefix(string(p.msg.Body), string(r.Body)) || len(r.Body) == 0 && len(p.msg.Body) > 0 {
 			t.Errorf("%s: got %s field %q (%s), want %s field %q", p.msg.ID, r.Reason, r.Field, r.Detail, p.reason, p.field)
 		}
 	}
