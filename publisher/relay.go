@@ -26,6 +26,12 @@ const (
 	DefaultFastPoll = 200 * time.Millisecond
 	// flushTimeout bounds the last flush at shutdown.
 	flushTimeout = 10 * time.Second
+	// DefaultStepDownAfter is how long a leading relay fails to publish before it gives the
+	// lead up, in case another process reaches the broker.
+	DefaultStepDownAfter = 30 * time.Second
+	// stepDownPause is how long a relay that stepped down waits before it competes again
+	// (longer than a follower's 2 s retry of the lock).
+	stepDownPause = 5 * time.Second
 )
 
 // Sink is one bus the relay publishes to.
@@ -59,6 +65,9 @@ type Config struct {
 	Poll time.Duration
 	// Backoff paces retries while a bus or the database fails.
 	Backoff bus.Backoff
+	// StepDownAfter is how long a leading relay (Leader backend) fails to publish before it
+	// gives the lead up; 0 means DefaultStepDownAfter.
+	StepDownAfter time.Duration
 }
 
 // Relay publishes the outbox. Run it once per process; Ready may be called concurrently.
@@ -81,6 +90,9 @@ func New(cfg Config) *Relay {
 		if leader {
 			cfg.Poll = DefaultPoll
 		}
+	}
+	if cfg.StepDownAfter <= 0 {
+		cfg.StepDownAfter = DefaultStepDownAfter
 	}
 	if cfg.Backoff.Min == 0 {
 		cfg.Backoff.Min = 200 * time.Millisecond
@@ -121,16 +133,28 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	backoff := r.cfg.Backoff
 	for {
+		steppedDown := false
 		err := leader.Lead(ctx, func(lctx context.Context, wake <-chan struct{}) error {
 			r.setLeading(true)
 			r.log.Info("outbox relay active")
 			backoff.Reset()
-			r.loop(ctx, lctx, wake)
+			steppedDown = r.loop(ctx, lctx, wake)
 			return nil
 		})
 		r.setLeading(false)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if steppedDown {
+			r.log.Warn("outbox relay gave up the lead: it could not publish", zap.Duration("for", r.cfg.StepDownAfter))
+			t := time.NewTimer(stepDownPause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			continue
 		}
 		if err != nil {
 			r.setErr(fmt.Errorf("relay lock: %w", err))
@@ -143,20 +167,30 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // loop publishes while lctx lasts. When ctx (the process) ends it flushes what waits; when
-// only lctx ends (the lead was lost) it stops at once: another process relays now.
-func (r *Relay) loop(ctx, lctx context.Context, wake <-chan struct{}) {
+// only lctx ends (the lead was lost) it stops at once: another process relays now. With a
+// Leader (wake is not nil) it returns stepDown true after failing to publish for
+// StepDownAfter, so that the lead can pass to a process that reaches the broker.
+func (r *Relay) loop(ctx, lctx context.Context, wake <-chan struct{}) (stepDown bool) {
 	poll := time.NewTicker(r.cfg.Poll)
 	defer poll.Stop()
 	backoff := r.cfg.Backoff
+	var failingSince time.Time
 	for {
 		n, err := r.flush(lctx)
 		switch {
 		case err != nil && lctx.Err() == nil:
 			r.setErr(err)
 			r.log.Warn("publishing the outbox failed; retrying", zap.Error(err))
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if wake != nil && time.Since(failingSince) > r.cfg.StepDownAfter {
+				return true
+			}
 			backoff.Wait(lctx) // when lctx ends, the next flush fails and the end is handled below
 			continue
 		case err == nil:
+			failingSince = time.Time{}
 			r.setErr(nil)
 			backoff.Reset()
 			if n == r.cfg.BatchSize {
@@ -167,7 +201,7 @@ func (r *Relay) loop(ctx, lctx context.Context, wake <-chan struct{}) {
 			if ctx.Err() != nil {
 				r.finalFlush(ctx)
 			}
-			return
+			return false
 		}
 		select {
 		case <-lctx.Done():

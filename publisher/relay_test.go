@@ -458,3 +458,24 @@ func TestExpireLeavesTheOutboxToALeadingRelay(t *testing.T) {
 	stopRelay()
 	eventually(t, "the messages past the retention dropped once nobody relays", func() bool { return backlog(t, store.Backend()) == 0 })
 }
+
+// TestLeaderThatCannotPublishStepsDown: a leading relay whose broker is unreachable gives the
+// lead up, and a process that reaches its broker relays instead.
+func TestLeaderThatCannotPublishStepsDown(t *testing.T) {
+	url := postgresURL(t)
+	store := postgresStore(t, url)
+	down := rabbitmq.NewPublisher(rabbitmq.PublisherConfig{URL: "amqp://guest:guest@127.0.0.1:1/", Exchange: "amq.topic"})
+	defer down.Close()
+	a, _ := startRelay(t, publisher.Config{Backend: store.Backend(), StepDownAfter: time.Second,
+		Sinks: []publisher.Sink{{Name: "amqp", Publisher: down}}})
+	life(t, store, statemachine.End{State: statemachine.Finished})
+	eventually(t, "relay A to lead and fail", func() bool { return a.Ready(context.Background()) != nil })
+
+	broker := memory.NewBroker()
+	broker.Declare("watch", prefix+".execdb.job.")
+	startRelay(t, publisher.Config{Backend: postgresStore(t, url).Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: broker.Publisher()}}})
+	eventually(t, "relay B to take over and publish all three", func() bool { return backlog(t, store.Backend()) == 0 })
+	if n := broker.Len("watch"); n != 3 {
+		t.Errorf("got %d messages through relay B, want 3", n)
+	}
+}
