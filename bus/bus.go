@@ -128,3 +128,22 @@ func ContentID(topic string, body []byte) string {
 	h.Write(body)
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
+
+// Receive is the Receive of a subscriber that hands its deliveries over a channel: the next
+// delivery, or ctx.Err() when ctx ends, or ErrClosed once closed is closed (also when a
+// delivery is waiting).
+func Receive(ctx context.Context, deliveries <-chan Delivery, closed <-chan struct{}) (Delivery, error) {
+	select {
+	case <-closed:
+		return Delivery{}, ErrClosed
+	default:
+	}
+	select {
+	case d := <-deliveries:
+		return d, nil
+	case <-ctx.Done():
+		return Delivery{}, ctx.Err()
+	case <-closed:
+		return Delivery{}, ErrClosed
+	}
+}

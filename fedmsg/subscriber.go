@@ -76,19 +76,7 @@ func (s *Subscriber) Features() bus.Features { return bus.Features{} }
 
 // Receive returns the next message from any endpoint.
 func (s *Subscriber) Receive(ctx context.Context) (bus.Delivery, error) {
-	select {
-	case <-s.closed:
-		return bus.Delivery{}, bus.ErrClosed
-	default:
-	}
-	select {
-	case d := <-s.deliveries:
-		return d, nil
-	case <-ctx.Done():
-		return bus.Delivery{}, ctx.Err()
-	case <-s.closed:
-		return bus.Delivery{}, bus.ErrClosed
-	}
+	return bus.Receive(ctx, s.deliveries, s.closed)
 }
 
 // Ready returns nil when every endpoint is connected, else which are not and why.

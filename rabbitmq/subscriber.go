@@ -78,19 +78,7 @@ func (s *Subscriber) Features() bus.Features {
 
 // Receive returns the next delivery.
 func (s *Subscriber) Receive(ctx context.Context) (bus.Delivery, error) {
-	select {
-	case <-s.closed:
-		return bus.Delivery{}, bus.ErrClosed
-	default:
-	}
-	select {
-	case d := <-s.deliveries:
-		return d, nil
-	case <-ctx.Done():
-		return bus.Delivery{}, ctx.Err()
-	case <-s.closed:
-		return bus.Delivery{}, bus.ErrClosed
-	}
+	return bus.Receive(ctx, s.deliveries, s.closed)
 }
 
 // Ready returns nil while the subscriber consumes, else why it does not.
