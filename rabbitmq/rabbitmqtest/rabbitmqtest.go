@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +113,19 @@ func Get(t testing.TB, url, queue string) (d amqp.Delivery, ok bool) {
 // skips the test when rabbitmqctl is not available.
 func CloseConnections(t testing.TB, name string) int {
 	t.Helper()
+	pids := Connections(t, name)
+	for _, pid := range pids {
+		if out, err := exec.Command("rabbitmqctl", "-q", "close_connection", pid, "execdb test: simulated broker restart").CombinedOutput(); err != nil {
+			t.Fatalf("rabbitmqctl close_connection %s: %v: %s", pid, err, out)
+		}
+	}
+	return len(pids)
+}
+
+// Connections returns the broker's ids of the open connections whose name contains name. It
+// skips the test when rabbitmqctl is not available.
+func Connections(t testing.TB, name string) []string {
+	t.Helper()
 	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
 		t.Skip("rabbitmqctl is not installed")
 	}
@@ -119,18 +133,15 @@ func CloseConnections(t testing.TB, name string) int {
 	if err != nil {
 		t.Skipf("rabbitmqctl list_connections: %v: %s", err, out)
 	}
-	n := 0
+	var pids []string
 	for _, line := range strings.Split(string(out), "\n") {
 		if !strings.Contains(line, name) {
 			continue
 		}
 		pid, _, _ := strings.Cut(strings.TrimSpace(line), "\t")
-		if out, err := exec.Command("rabbitmqctl", "-q", "close_connection", pid, "execdb test: simulated broker restart").CombinedOutput(); err != nil {
-			t.Fatalf("rabbitmqctl close_connection %s: %v: %s", pid, err, out)
-		}
-		n++
+		pids = append(pids, pid)
 	}
-	return n
+	return pids
 }
 
 // Publish publishes raw messages with confirms, as another application would.
@@ -150,13 +161,19 @@ func Publish(t testing.TB, url, exchange string, msgs ...Raw) {
 	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range msgs {
+	// Publish everything, then wait for the confirms: a burst of thousands takes one round trip,
+	// not one each. The order on the channel is the order of msgs.
+	confirms := make([]*amqp.DeferredConfirmation, len(msgs))
+	for i, m := range msgs {
 		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, m.Topic, false, false, m.Publishing)
 		if err != nil {
 			t.Fatalf("publish %s: %v", m.Topic, err)
 		}
+		confirms[i] = dc
+	}
+	for i, dc := range confirms {
 		if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-			t.Fatalf("publish %s: confirmed=%v err=%v", m.Topic, ok, err)
+			t.Fatalf("publish %s: confirmed=%v err=%v", msgs[i].Topic, ok, err)
 		}
 	}
 }
@@ -202,4 +219,35 @@ func QueueLen(t testing.TB, url, queue string) int {
 		t.Fatalf("inspect %s: %v", queue, err)
 	}
 	return q.Messages
+}
+
+// Unacked returns how many of the queue's messages are delivered to a consumer and not yet
+// acknowledged, as the broker counts them (rabbitmqctl list_queues). It skips the test when
+// rabbitmqctl is not available.
+func Unacked(t testing.TB, url, queue string) int {
+	t.Helper()
+	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
+		t.Skip("rabbitmqctl is not installed")
+	}
+	uri, err := amqp.ParseURI(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("rabbitmqctl", "-q", "list_queues", "-p", uri.Vhost, "name", "messages_unacknowledged").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl list_queues: %v: %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		name, n, ok := strings.Cut(strings.TrimSpace(line), "\t")
+		if !ok || name != queue {
+			continue
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(n))
+		if err != nil {
+			t.Fatalf("rabbitmqctl list_queues: queue %s: %q", queue, n)
+		}
+		return v
+	}
+	t.Fatalf("rabbitmqctl list_queues: no queue %s", queue)
+	return 0
 }
