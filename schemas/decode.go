@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -404,7 +405,7 @@ func object(raw []byte, field string, mode Mode, allowed ...string) (map[string]
 	if mode == Strict && len(allowed) > 0 {
 		var unknown []string
 		for k := range obj {
-			if !contains(allowed, k) {
+			if !slices.Contains(allowed, k) {
 				unknown = append(unknown, k)
 			}
 		}
@@ -509,15 +510,6 @@ func decodeRunner(obj map[string]json.RawMessage, mode Mode) (*statemachine.Runn
 		}
 	}
 	return &run, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func joinValues[T ~string](vs []T) string {

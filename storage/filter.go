@@ -3,6 +3,7 @@ package storage
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -30,7 +31,7 @@ func ParseFilter(params url.Values, now time.Time, others ...string) (Filter, er
 	sort.Strings(names) // errors and conditions in a stable order
 	for _, name := range names {
 		raw := params[name]
-		if contains(others, name) {
+		if slices.Contains(others, name) {
 			continue
 		}
 		if name == "since" || name == "until" {
@@ -102,7 +103,7 @@ func checkValues(f Field, like bool, values []string) error {
 			return fmt.Errorf(":like is for text fields, not %s", f)
 		}
 		for _, v := range values {
-			if !contains(allowed, v) {
+			if !slices.Contains(allowed, v) {
 				return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
 			}
 		}
@@ -139,12 +140,3 @@ func stringsOf[T ~string](vs []T) []string {
 }
 
 func joinFields(fs []Field) string { return strings.Join(stringsOf(fs), ", ") }
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -93,7 +94,7 @@ func parseServeConfig(name, synopsis string, args []string, e env, only ...strin
 	chosen := map[string]setting{}
 	values := map[string]*string{}
 	for _, s := range settings() {
-		if len(only) > 0 && !contains(only, s.flag) {
+		if len(only) > 0 && !slices.Contains(only, s.flag) {
 			continue
 		}
 		chosen[s.flag] = s
@@ -153,15 +154,6 @@ var (
 	errUsage = errors.New("usage error")
 	errHelp  = errors.New("help shown")
 )
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
 
 func splitList(s string) []string {
 	var out []string
