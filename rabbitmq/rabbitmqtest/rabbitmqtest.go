@@ -70,12 +70,7 @@ func Cleanup(t testing.TB, url string, queues, exchanges []string) {
 // connects wait) and deletes it when the test ends.
 func Topology(t testing.TB, url string, top rabbitmq.Topology) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := rabbitmq.Dial(ctx, url, "execdb test setup")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dial(t, url, "execdb test setup")
 	defer conn.Close()
 	if _, err := rabbitmq.Declare(conn, top); err != nil {
 		t.Fatal(err)
@@ -90,12 +85,7 @@ func Topology(t testing.TB, url string, top rabbitmq.Topology) {
 // Get takes one message off a queue without waiting; ok is false when the queue is empty.
 func Get(t testing.TB, url, queue string) (d amqp.Delivery, ok bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := rabbitmq.Dial(ctx, url, "execdb test get")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dial(t, url, "execdb test get")
 	defer conn.Close()
 	ch, err := conn.Channel()
 	if err != nil {
@@ -149,10 +139,7 @@ func Publish(t testing.TB, url, exchange string, msgs ...Raw) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := rabbitmq.Dial(ctx, url, "execdb test publisher")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dial(t, url, "execdb test publisher")
 	defer conn.Close()
 	ch, err := conn.Channel()
 	if err != nil {
@@ -203,12 +190,7 @@ func String(d amqp.Delivery) string {
 // not yet acknowledged).
 func QueueLen(t testing.TB, url, queue string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := rabbitmq.Dial(ctx, url, "execdb test inspect")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dial(t, url, "execdb test inspect")
 	defer conn.Close()
 	ch, err := conn.Channel()
 	if err != nil {
@@ -250,4 +232,17 @@ func Unacked(t testing.TB, url, queue string) int {
 	}
 	t.Fatalf("rabbitmqctl list_queues: no queue %s", queue)
 	return 0
+}
+
+// dial connects to url as name (the connection name rabbitmqctl shows) or fails the test; the
+// caller closes the connection.
+func dial(t testing.TB, url, name string) *amqp.Connection {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := rabbitmq.Dial(ctx, url, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }
