@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -184,8 +187,10 @@ Reports how the job ended, in one of three ways:
   --status-file PATH  what libtaskotron wrote in its status file (docs/statusfile.md). A
                       missing file is reported as CRASHED with notify=taskotron, cause=unknown
                       and keyvals reason=STATUS_FILE_MISSING; an empty or invalid one likewise
-                      with reason=STATUS_FILE_INVALID and the parse error in keyvals error. The
-                      command says so on stderr and still exits 0 once the server has the report.
+                      with reason=STATUS_FILE_INVALID and the parse error in keyvals error.
+                      With --exit-code N (runtask's exit status), a missing file is reported
+                      as FINISHED when N is 0, and as the STATUS_FILE_MISSING crash with
+                      keyvals exit_code=N otherwise.
   --finished          FINISHED.
   --crashed           CRASHED, classified by --notify, --cause, --fatal and --kv.
 
@@ -193,12 +198,18 @@ Repeating the same report changes nothing. A report that disagrees with the outc
 recorded is a conflict: the server keeps the first outcome and refuses (exit status 1), and the
 command prints the job as it stands.
 
-In Buildbot, run it in a step with alwaysRun=True (see docs/buildbot.md).`)
-	var statusFile, notify, cause, finishedAt, artifactsURL, logURL string
+When the server has a crash that this command made up for a missing or invalid status file,
+the command says why on stderr and exits 3 rather than 0, so that a Buildbot step can show it as
+a warning (decodeRC={0: SUCCESS, 3: WARNINGS}).
+
+In Buildbot, run it in a step with alwaysRun=True (see docs/buildbot.md and
+deploy/buildbot/master.cfg).`)
+	var statusFile, exitCodeArg, notify, cause, finishedAt, artifactsURL, logURL string
 	var finished, crashed, fatal bool
 	var kvs multiFlag
 	var r runnerFlags
 	c.stringVar(&statusFile, "status-file", "report what the status file at `PATH` says")
+	c.stringVar(&exitCodeArg, "exit-code", "with --status-file: runtask's exit `STATUS`, used when the file is missing (0: FINISHED, else CRASHED with exit_code)")
 	c.boolVar(&finished, "finished", "report FINISHED")
 	c.boolVar(&crashed, "crashed", "report CRASHED")
 	c.stringVar(&notify, "notify", "with --crashed: whose problem it is, `NOTIFY` = taskotron, task or unknown (default unknown)")
@@ -224,6 +235,17 @@ In Buildbot, run it in a step with alwaysRun=True (see docs/buildbot.md).`)
 	}
 	if !crashed && (notify != "" || cause != "" || fatal || len(kvs) > 0) {
 		return c.usageError("--notify, --cause, --fatal and --kv go with --crashed")
+	}
+	var exitCode *int
+	if exitCodeArg != "" {
+		if statusFile == "" {
+			return c.usageError("--exit-code goes with --status-file")
+		}
+		n, err := strconv.Atoi(exitCodeArg)
+		if err != nil {
+			return c.usageError("--exit-code: %q is not an integer", exitCodeArg)
+		}
+		exitCode = &n
 	}
 	var end statemachine.End
 	switch {
@@ -259,21 +281,73 @@ In Buildbot, run it in a step with alwaysRun=True (see docs/buildbot.md).`)
 	if err != nil {
 		return c.usageError("%v", err)
 	}
+	synthesised := false
 	if statusFile != "" {
 		sf := schemas.ReadStatusFile(statusFile)
+		fin := statusFileEnd(sf, exitCode)
 		if sf.Problem != nil {
-			reason := strings.Join(sf.End.Crash.KeyVals["reason"], ",")
-			fmt.Fprintf(e.stderr, "%s: %v\n%s: reporting CRASHED with notify=taskotron cause=unknown reason=%s\n",
-				c.name, sf.Problem, c.name, reason)
+			fmt.Fprintf(e.stderr, "%s: %v\n%s: reporting %s\n", c.name, sf.Problem, c.name, fin.describe())
 		}
-		end.State, end.Crash = sf.End.State, sf.End.Crash
+		end.State, end.Crash, synthesised = fin.end.State, fin.end.Crash, fin.synthesised
 	}
 	resp, err := cl.FinishJob(ctx, id, end)
 	if err != nil {
 		return c.fail(err)
 	}
 	c.printJobResponse(resp)
+	if synthesised {
+		return exitSynthesisedCrash
+	}
 	return exitOK
+}
+
+// exitSynthesisedCrash is the exit status of execdb job finish when the server has the report
+// but the report is a crash the command made up for a missing or invalid status file (CONTRACT
+// section 5, v1.1): a Buildbot step shows it as a warning.
+const exitSynthesisedCrash = 3
+
+// finishReport is the end that execdb job finish --status-file reports.
+type finishReport struct {
+	end statemachine.End
+	// synthesised is true when end is a crash made up for a missing or invalid file.
+	synthesised bool
+}
+
+// statusFileEnd turns what ReadStatusFile made of the status file into the report to send,
+// falling back on runtask's exit status, when given, for a missing file (CONTRACT section 5,
+// v1.1): 0 reports FINISHED, anything else the STATUS_FILE_MISSING crash with keyvals
+// exit_code. A crash for an invalid file carries exit_code too.
+func statusFileEnd(sf schemas.StatusFile, exitCode *int) finishReport {
+	if sf.Problem == nil {
+		return finishReport{end: sf.End}
+	}
+	missing := slices.Contains(sf.End.Crash.KeyVals["reason"], schemas.StatusFileMissing)
+	if exitCode == nil {
+		return finishReport{end: sf.End, synthesised: true}
+	}
+	if missing && *exitCode == 0 {
+		return finishReport{end: statemachine.End{State: statemachine.Finished}}
+	}
+	end := sf.End
+	crash := *end.Crash
+	crash.KeyVals = maps.Clone(crash.KeyVals)
+	crash.KeyVals["exit_code"] = []string{strconv.Itoa(*exitCode)}
+	end.Crash = &crash
+	return finishReport{end: end, synthesised: true}
+}
+
+// describe says what the report is, for the command's note on stderr.
+func (f finishReport) describe() string {
+	if f.end.State != statemachine.Crashed {
+		return string(f.end.State) + " (runtask exited 0)"
+	}
+	kv := f.end.Crash.KeyVals
+	s := fmt.Sprintf("CRASHED with notify=%s cause=%s reason=%s", f.end.Crash.Notify, f.end.Crash.Cause,
+		strings.Join(kv["reason"], ","))
+	if code, ok := kv["exit_code"]; ok {
+		s += " exit_code=" + strings.Join(code, ",")
+	}
+	return s
 }
 
 func cmdJobShow(ctx context.Context, args []string, e env) int {

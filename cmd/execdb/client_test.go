@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -100,6 +101,10 @@ func TestClientUsageErrors(t *testing.T) {
 		{"job", "finish", u, "--crashed", "--cause", "gremlins"},
 		{"job", "finish", u, "--crashed", "--kv", "novalue"},
 		{"job", "finish", u, "--finished", "--finished-at", "5pm"},
+		{"job", "finish", u, "--finished", "--exit-code", "0"},
+		{"job", "finish", u, "--crashed", "--exit-code", "1"},
+		{"job", "finish", u, "--status-file", "/tmp/x", "--exit-code", "one"},
+		{"job", "finish", u, "--status-file", "/tmp/x", "--exit-code", "1.5"},
 		{"job", "show"},
 		{"job", "show", "00000000-0000-0000-0000-000000000000"},
 		{"job", "events", u, "--timeout", "-1s"},
@@ -134,7 +139,7 @@ func TestClientHelp(t *testing.T) {
 	flags := map[string][]string{
 		"job create":     {"--taskname", "--item", "--item-type", "--arch", "--data", "--uuid", "--request-id", "--source-msg-id", "--source-topic", "--quiet"},
 		"job start":      {"--started-at", "--runner-name", "--runner-jobid", "--runner-worker", "--runner-url"},
-		"job finish":     {"--status-file", "--finished", "--crashed", "--notify", "--cause", "--fatal", "--kv", "--finished-at", "--artifacts-url", "--log-url", "--runner-name", "STATUS_FILE_MISSING"},
+		"job finish":     {"--status-file", "--finished", "--crashed", "--notify", "--cause", "--fatal", "--kv", "--finished-at", "--artifacts-url", "--log-url", "--runner-name", "STATUS_FILE_MISSING", "--exit-code", "exits 3"},
 		"job show":       nil,
 		"job events":     nil,
 		"job reschedule": {"--force"},
@@ -296,7 +301,11 @@ func TestClientStatusFileCases(t *testing.T) {
 	for _, c := range cases {
 		id := createJob(t, vars)
 		r := runCLI(t, vars, "job", "finish", id.String(), "--status-file", c.path, "--json")
-		wantCode(t, r, exitOK)
+		if c.reason == "" {
+			wantCode(t, r, exitOK)
+		} else {
+			wantCode(t, r, exitSynthesisedCrash) // CONTRACT section 5 (v1.1)
+		}
 		var job statemachine.Job
 		if err := json.Unmarshal([]byte(r.stdout), &job); err != nil {
 			t.Fatalf("%s: stdout %q: %v", c.name, r.stdout, err)
@@ -317,6 +326,94 @@ func TestClientStatusFileCases(t *testing.T) {
 		if !strings.Contains(r.stderr, c.path) || !strings.Contains(r.stderr, "reason="+c.reason) {
 			t.Errorf("%s: stderr %q, want a warning naming the file and the reason", c.name, r.stderr)
 		}
+	}
+}
+
+// TestClientFinishExitCode: --exit-code is the fallback for a missing status file, and a crash
+// the command made up exits 3 (CONTRACT section 5, v1.1).
+func TestClientFinishExitCode(t *testing.T) {
+	t.Parallel()
+	_, vars := cliServer(t)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	missing := filepath.Join(dir, "absent.json")
+	cases := []struct {
+		name, path, exitCode string
+		code                 int
+		state                statemachine.State
+		crash                statemachine.KeyVals // the keyvals reason and exit_code, nil for none
+	}{
+		{"missing, exit 0", missing, "0", exitOK, statemachine.Finished, nil},
+		{"missing, exit 1", missing, "1", exitSynthesisedCrash, statemachine.Crashed,
+			statemachine.KeyVals{"reason": {"STATUS_FILE_MISSING"}, "exit_code": {"1"}}},
+		{"missing, killed (-1)", missing, "-1", exitSynthesisedCrash, statemachine.Crashed,
+			statemachine.KeyVals{"reason": {"STATUS_FILE_MISSING"}, "exit_code": {"-1"}}},
+		{"missing, no exit code", missing, "", exitSynthesisedCrash, statemachine.Crashed,
+			statemachine.KeyVals{"reason": {"STATUS_FILE_MISSING"}}},
+		{"invalid, exit 0", write("bad.json", "{"), "0", exitSynthesisedCrash, statemachine.Crashed,
+			statemachine.KeyVals{"reason": {"STATUS_FILE_INVALID"}, "exit_code": {"0"}}},
+		{"finished file wins over exit 1", write("ok.json", `{"state":"FINISHED"}`), "1", exitOK, statemachine.Finished, nil},
+		{"crash file wins over exit 0", write("crash.json", `{"state":"CRASHED","crash":{"notify":"task","cause":"task","keyvals":{"reason":"EXCEPTION"}}}`),
+			"0", exitOK, statemachine.Crashed, statemachine.KeyVals{"reason": {"EXCEPTION"}}},
+	}
+	for _, c := range cases {
+		id := createJob(t, vars)
+		args := []string{"job", "finish", id.String(), "--status-file", c.path, "--json"}
+		if c.exitCode != "" {
+			args = append(args, "--exit-code", c.exitCode)
+		}
+		r := runCLI(t, vars, args...)
+		if r.code != c.code {
+			t.Errorf("%s: exit status %d, want %d\nstderr: %s", c.name, r.code, c.code, r.stderr)
+			continue
+		}
+		var job statemachine.Job
+		if err := json.Unmarshal([]byte(r.stdout), &job); err != nil {
+			t.Fatalf("%s: stdout %q: %v", c.name, r.stdout, err)
+		}
+		if job.State != c.state {
+			t.Errorf("%s: state %s, want %s", c.name, job.State, c.state)
+			continue
+		}
+		if c.crash == nil {
+			if job.Crash != nil {
+				t.Errorf("%s: crash %+v, want none", c.name, job.Crash)
+			}
+			continue
+		}
+		got := statemachine.KeyVals{}
+		for _, k := range []string{"reason", "exit_code"} {
+			if v, ok := job.Crash.KeyVals[k]; ok {
+				got[k] = v
+			}
+		}
+		if !reflect.DeepEqual(got, c.crash) {
+			t.Errorf("%s: keyvals reason and exit_code %v, want %v", c.name, got, c.crash)
+		}
+		if c.code == exitSynthesisedCrash {
+			if job.Crash.Notify != statemachine.NotifyTaskotron || job.Crash.Cause != statemachine.CauseUnknown {
+				t.Errorf("%s: crash %s/%s, want taskotron/unknown", c.name, job.Crash.Notify, job.Crash.Cause)
+			}
+			if !strings.Contains(r.stderr, c.path) || !strings.Contains(r.stderr, "reporting CRASHED") {
+				t.Errorf("%s: stderr %q, want a note naming the file and the crash", c.name, r.stderr)
+			}
+		}
+	}
+
+	// A made-up crash the server refuses (the job already finished) is a refusal: exit 1.
+	id := createJob(t, vars)
+	wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--finished"), exitOK)
+	wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--status-file", missing, "--exit-code", "1"), exitRefused)
+	// Repeating the made-up crash: the server has it (a duplicate), still exit 3.
+	id = createJob(t, vars)
+	for range 2 {
+		wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--status-file", missing, "--exit-code", "2"), exitSynthesisedCrash)
 	}
 }
 

@@ -112,9 +112,17 @@ uuid3=$("$EXECDB" job create --quiet \
   --taskname abicheck --item foo-1.0-1.fc40 --item-type koji_build --request-id "lifecycle-$$-3")
 "$EXECDB" job start "$uuid3" --runner-name buildbot --runner-jobid "all/$build" >/dev/null
 
-step "libtaskotron: killed, no status file; the finish reports STATUS_FILE_MISSING"
-"$EXECDB" job finish "$uuid3" --status-file "$work/status-$build.json"
+step "libtaskotron: killed, no status file; the finish reports STATUS_FILE_MISSING with runtask's exit status"
+# Exit status 3: the server has the report, but it is a crash the command made up (Buildbot
+# shows the step as WARNINGS). With --exit-code 0 a missing file would report FINISHED.
+rc=0
+"$EXECDB" job finish "$uuid3" --status-file "$work/status-$build.json" --exit-code 137 || rc=$?
+if [ "$rc" -ne 3 ]; then
+  echo "finish without a status file: exit status $rc, want 3" >&2
+  exit 1
+fi
 expect_state "$uuid3" CRASHED
+"$EXECDB" job show "$uuid3" --json | grep -q '"exit_code":\["137"\]'
 
 # --- Stats ---------------------------------------------------------------------------------------
 
