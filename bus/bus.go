@@ -18,6 +18,24 @@ var ErrClosed = errors.New("bus: closed")
 // message by disagrees with the topic inside it (a fedmsg frame and its envelope).
 var ErrTopicMismatch = errors.New("topic disagrees with the envelope's topic")
 
+// ErrTooLarge is a Delivery's Malformed error when the message is larger than the subscriber
+// takes: it kept only the beginning of the body (Delivery.BodySize says how large it was).
+var ErrTooLarge = errors.New("message too large")
+
+// KeptOfTooLarge is how much of a body over a subscriber's limit it keeps, for people to see
+// what the message was.
+const KeptOfTooLarge = 4 << 10
+
+// Truncate returns body as a delivery of it keeps it under a subscriber's limit of max bytes:
+// body itself when it is not larger than max, and otherwise a copy of its first KeptOfTooLarge
+// bytes, so that the large original can be freed at once.
+func Truncate(body []byte, max int) []byte {
+	if max <= 0 || len(body) <= max {
+		return body
+	}
+	return append([]byte(nil), body[:min(len(body), KeptOfTooLarge)]...)
+}
+
 // Message is one message on a bus.
 type Message struct {
 	// ID is the message's id, its dedup key: the AMQP message_id, the fedmsg msg_id. A
@@ -39,10 +57,11 @@ type Message struct {
 // know what to expect instead of the transport faking what it cannot do.
 type Features struct {
 	// Acks: a delivery that is not acknowledged is delivered again (after Close, or after the
-	// connection dropped). Without acks Ack and Reject do nothing and a message in flight when
-	// the process stops is lost.
+	// connection dropped). Without acks Ack, Requeue and Reject do nothing and a message in
+	// flight when the process stops is lost.
 	Acks bool
-	// DeadLetter: Reject keeps the message aside (a dead-letter queue) rather than dropping it.
+	// DeadLetter: Reject keeps the message aside (a dead-letter queue), with the headers that
+	// say why, rather than dropping it.
 	DeadLetter bool
 	// Durable: messages published while no subscriber is connected wait for it. ZeroMQ PUB/SUB
 	// drops them.
@@ -51,13 +70,17 @@ type Features struct {
 	Headers bool
 }
 
-// Acknowledger settles a delivery.
+// Acknowledger settles a delivery. Its methods may be called from any goroutine; a delivery is
+// settled once.
 type Acknowledger interface {
 	// Ack says the delivery was handled; it is not delivered again.
 	Ack() error
-	// Reject says the delivery cannot be handled: dead-lettered when the transport can,
-	// dropped otherwise. With requeue it is delivered again instead.
-	Reject(requeue bool) error
+	// Requeue hands the delivery back unhandled: it is delivered again.
+	Requeue() error
+	// Reject says the delivery cannot be handled: dead-lettered where the transport can, the
+	// copy carrying the headers why (e.g. execdb_reject_reason) besides its own, and dropped
+	// otherwise. It is not delivered again.
+	Reject(why map[string]string) error
 }
 
 // Delivery is a received message and the means to settle it.
@@ -69,9 +92,13 @@ type Delivery struct {
 	// ReceivedAt is when the subscriber took the message off the transport.
 	ReceivedAt time.Time
 	// Malformed is set when the transport received the message but could not read it (a
-	// fedmsg envelope that is not JSON, or ErrTopicMismatch). Body then holds the raw bytes
-	// and ID one derived from them. The receiver rejects such a delivery.
+	// fedmsg envelope that is not JSON, ErrTopicMismatch, ErrTooLarge). Body then holds the
+	// raw bytes (for ErrTooLarge their beginning) and ID one derived from them. The receiver
+	// rejects such a delivery.
 	Malformed error
+	// BodySize is the size in bytes of the body as it was sent. A transport keeps only the
+	// beginning of a body over its limit (ErrTooLarge): BodySize is then larger than len(Body).
+	BodySize int
 	// Acker settles the delivery; nil for a transport without acks.
 	Acker Acknowledger
 }
@@ -84,12 +111,21 @@ func (d Delivery) Ack() error {
 	return d.Acker.Ack()
 }
 
-// Reject rejects the delivery, or hands it back with requeue (a no-op without acks).
-func (d Delivery) Reject(requeue bool) error {
+// Requeue hands the delivery back (a no-op without acks).
+func (d Delivery) Requeue() error {
 	if d.Acker == nil {
 		return nil
 	}
-	return d.Acker.Reject(requeue)
+	return d.Acker.Requeue()
+}
+
+// Reject rejects the delivery: dead-lettered with the headers why where the transport can (a
+// no-op without acks).
+func (d Delivery) Reject(why map[string]string) error {
+	if d.Acker == nil {
+		return nil
+	}
+	return d.Acker.Reject(why)
 }
 
 // Subscriber takes messages off a bus. Receive is called by one goroutine at a time; Close may

@@ -7,11 +7,13 @@ package consumer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"sync"
 	"time"
 
 	"github.com/fedora-qa/execdb/bus"
+	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"go.uber.org/zap"
@@ -45,13 +47,83 @@ type Config struct {
 	BatchSize int
 	// Backoff paces retries while the database fails.
 	Backoff bus.Backoff
+	// StallAfter is how long a worker may hold messages without settling them before Ready
+	// reports the consumer stalled; 0 means DefaultStallAfter.
+	StallAfter time.Duration
 }
+
+// DefaultStallAfter is Config.StallAfter's default: a batch commits in milliseconds, so a
+// minute without one means the database has been failing for that long, or a bug.
+const DefaultStallAfter = time.Minute
 
 // Consumer applies the deliveries of a subscriber. It is safe to run several consumers (one
 // per transport) on one store.
 type Consumer struct {
-	cfg Config
-	log *zap.Logger
+	cfg     Config
+	log     *zap.Logger
+	workers []workerState
+}
+
+// workerState is what Ready knows of a worker: since when it holds a batch (zero when idle),
+// how many messages, and why its last attempt to apply them failed.
+type workerState struct {
+	mu      sync.Mutex
+	holding time.Time
+	held    int
+	lastErr error
+}
+
+func (w *workerState) begin(n int) {
+	w.mu.Lock()
+	w.holding, w.held, w.lastErr = time.Now(), n, nil
+	w.mu.Unlock()
+}
+
+func (w *workerState) failed(err error) {
+	w.mu.Lock()
+	w.lastErr = err
+	w.mu.Unlock()
+}
+
+func (w *workerState) end() {
+	w.mu.Lock()
+	w.holding, w.held, w.lastErr = time.Time{}, 0, nil
+	w.mu.Unlock()
+}
+
+// stalled is how long the worker has held its batch, with what it holds and its last error.
+func (w *workerState) stalled(now time.Time) (time.Duration, int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.holding.IsZero() {
+		return 0, 0, nil
+	}
+	return now.Sub(w.holding), w.held, w.lastErr
+}
+
+// Ready returns nil unless a worker has held messages for longer than Config.StallAfter
+// without settling them (the database keeps failing, say): then it says which worker, for how
+// long and why, for /readyz.
+func (c *Consumer) Ready(ctx context.Context) error {
+	worst, held, which, why := c.stalled(time.Now())
+	if worst <= c.cfg.StallAfter {
+		return nil
+	}
+	msg := fmt.Sprintf("worker %d has held %d messages for %s without settling them", which, held, worst.Round(time.Second))
+	if why != nil {
+		msg += ": " + why.Error()
+	}
+	return errors.New(msg)
+}
+
+// stalled finds the worker that has held its batch longest.
+func (c *Consumer) stalled(now time.Time) (worst time.Duration, held, which int, why error) {
+	for i := range c.workers {
+		if d, n, err := c.workers[i].stalled(now); d > worst {
+			worst, held, which, why = d, n, i, err
+		}
+	}
+	return worst, held, which, why
 }
 
 // New returns a consumer.
@@ -71,7 +143,10 @@ func New(cfg Config) *Consumer {
 	if cfg.Backoff.Max == 0 {
 		cfg.Backoff.Max = 10 * time.Second
 	}
-	c := &Consumer{cfg: cfg, log: cfg.Log}
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = DefaultStallAfter
+	}
+	c := &Consumer{cfg: cfg, log: cfg.Log, workers: make([]workerState, cfg.Workers)}
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
@@ -85,7 +160,8 @@ type item struct {
 
 // Run takes deliveries from sub until ctx ends or sub is closed, and returns then, after the
 // deliveries it took were applied and settled (or, when the database fails at that moment,
-// handed back). It returns nil on such a stop and an error only when sub fails otherwise.
+// handed back). It returns nil on such a stop and an error only when sub fails otherwise. Run
+// once per Consumer.
 func (c *Consumer) Run(ctx context.Context, sub bus.Subscriber) error {
 	queues := make([]chan item, c.cfg.Workers)
 	var wg sync.WaitGroup
@@ -94,10 +170,19 @@ func (c *Consumer) Run(ctx context.Context, sub bus.Subscriber) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.work(ctx, queues[i])
+			c.work(ctx, queues[i], &c.workers[i])
+		}()
+	}
+	gaugeCtx, stopGauge := context.WithCancel(ctx)
+	if c.cfg.Metrics != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.watchStalls(gaugeCtx)
 		}()
 	}
 	defer func() {
+		stopGauge()
 		for _, q := range queues {
 			close(q)
 		}
@@ -135,9 +220,26 @@ func partition(m storage.BusMessage, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
+// watchStalls keeps the stalled-seconds gauge up to date until ctx ends.
+func (c *Consumer) watchStalls(ctx context.Context) {
+	gauge := c.cfg.Metrics.stalled.WithLabelValues(string(c.cfg.Origin))
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		worst, _, _, _ := c.stalled(time.Now())
+		gauge.Set(worst.Seconds())
+		select {
+		case <-ctx.Done():
+			gauge.Set(0)
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // work applies what arrives on q in batches: whatever is queued when it is free, up to the
 // batch size. It drains q after ctx ended, until q is closed.
-func (c *Consumer) work(ctx context.Context, q <-chan item) {
+func (c *Consumer) work(ctx context.Context, q <-chan item, state *workerState) {
 	backoff := c.cfg.Backoff
 	batch := make([]item, 0, c.cfg.BatchSize)
 	for {
@@ -158,21 +260,23 @@ func (c *Consumer) work(ctx context.Context, q <-chan item) {
 				break fill
 			}
 		}
-		c.process(ctx, batch, &backoff)
+		state.begin(len(batch))
+		c.process(ctx, batch, &backoff, state)
+		state.end()
 	}
 }
 
 // process applies a batch and settles its deliveries.
-func (c *Consumer) process(ctx context.Context, batch []item, backoff *bus.Backoff) {
+func (c *Consumer) process(ctx context.Context, batch []item, backoff *bus.Backoff, state *workerState) {
 	msgs := make([]storage.BusMessage, len(batch))
 	for i, it := range batch {
 		msgs[i] = it.m
 	}
 	start := time.Now()
-	results, ok := c.apply(ctx, msgs, backoff)
+	results, ok := c.apply(ctx, msgs, backoff, state)
 	if !ok {
 		for _, it := range batch {
-			if err := it.d.Reject(true); err != nil {
+			if err := it.d.Requeue(); err != nil {
 				c.log.Debug("hand back delivery", zap.String("message_id", it.m.Meta.MessageID), zap.Error(err))
 			}
 		}
@@ -190,10 +294,13 @@ func (c *Consumer) process(ctx context.Context, batch []item, backoff *bus.Backo
 
 // apply applies msgs in one transaction, retrying while the database fails. A batch that keeps
 // failing is applied message by message, so that one message whose data the database refuses
-// (storage.ErrInvalidData) is rejected as unprocessable without holding up the others; any other
-// error (locked, timed out, read-only, disk full) is retried, however long it lasts. ok is false when ctx
+// (storage.ErrInvalidData: the database's own data errors, which no retry cures) is rejected as
+// unprocessable without holding up the others; any other error (connection lost, locked,
+// timed out, read-only, disk full) is retried, however long it lasts. Should even the
+// rejection of such a message be refused, the message is rejected without being stored
+// (unstored): settled, dead-lettered and counted, never retried for ever. ok is false when ctx
 // ended while the database failed: nothing was applied.
-func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff *bus.Backoff) ([]storage.BusResult, bool) {
+func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff *bus.Backoff, state *workerState) ([]storage.BusResult, bool) {
 	dbCtx := context.WithoutCancel(ctx)
 	for attempt := 0; ; attempt++ {
 		results, err := c.cfg.Store.ApplyBus(dbCtx, msgs)
@@ -204,10 +311,11 @@ func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff
 		if c.cfg.Metrics != nil {
 			c.cfg.Metrics.dbErrors.WithLabelValues(string(c.cfg.Origin)).Inc()
 		}
+		state.failed(err)
 		if attempt >= 1 && len(msgs) > 1 {
 			out := make([]storage.BusResult, 0, len(msgs))
 			for _, m := range msgs {
-				r, ok := c.apply(ctx, []storage.BusMessage{m}, backoff)
+				r, ok := c.apply(ctx, []storage.BusMessage{m}, backoff, state)
 				if !ok {
 					return nil, false
 				}
@@ -215,17 +323,28 @@ func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff
 			}
 			return out, true
 		}
-		if len(msgs) == 1 && msgs[0].Reject == nil && errors.Is(err, storage.ErrInvalidData) {
-			// The database refuses this message's data: keep it as rejected instead.
-			c.log.Warn("database refused a bus message; rejecting it", zap.String("message_id", msgs[0].Meta.MessageID),
-				zap.String("topic", msgs[0].Topic), zap.Error(err))
+		if len(msgs) == 1 && errors.Is(err, storage.ErrInvalidData) {
 			m := msgs[0]
-			m.Create, m.Event = nil, nil
-			m.Reject = &storage.Rejection{Reason: storage.RejectUnprocessable, Detail: err.Error()}
-			if m.JobUUID != [16]byte{} {
-				id := m.JobUUID
-				m.Reject.JobUUID = &id
+			if m.Reject != nil && m.Reject.Reason == storage.RejectUnprocessable {
+				// The database refuses even to keep the rejection.
+				c.log.Error("database refused to store a rejected bus message; dead-lettering it unstored",
+					zap.String("message_id", m.Meta.MessageID), zap.String("topic", schemas.EscapeTruncate(m.Topic, 256)), zap.Error(err))
+				return []storage.BusResult{{Outcome: storage.BusRejected, Kind: m.Reject.Kind, Reason: m.Reject.Reason,
+					Rejection: m.Reject, Unstored: true}}, true
 			}
+			// The database refuses this message's data: keep it as rejected instead.
+			c.log.Warn("database refused a bus message; rejecting it", zap.String("message_id", m.Meta.MessageID),
+				zap.String("topic", schemas.EscapeTruncate(m.Topic, 256)), zap.Error(err))
+			rej := &storage.Rejection{Reason: storage.RejectUnprocessable, Detail: err.Error(), Kind: m.Kind()}
+			switch {
+			case m.Reject != nil:
+				rej.Kind, rej.JobUUID = m.Reject.Kind, m.Reject.JobUUID
+				rej.Detail = fmt.Sprintf("%s: %s (%s); storing that: %v", m.Reject.Reason, m.Reject.Detail, m.Reject.Field, err)
+			case m.Event != nil:
+				id := m.JobUUID
+				rej.JobUUID = &id
+			}
+			m.Create, m.Event, m.Reject = nil, nil, rej
 			msgs = []storage.BusMessage{m}
 			continue
 		}
@@ -243,7 +362,7 @@ func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff
 func (c *Consumer) settle(it item, r storage.BusResult, now time.Time) {
 	var err error
 	if r.Outcome == storage.BusRejected {
-		err = it.d.Reject(false)
+		err = it.d.Reject(DeadLetterHeaders(r.Rejection))
 	} else {
 		err = it.d.Ack()
 	}
@@ -264,6 +383,9 @@ func (c *Consumer) settle(it item, r storage.BusResult, now time.Time) {
 		c.cfg.Metrics.outcomes.WithLabelValues(origin, string(r.Kind), string(r.Outcome)).Inc()
 		if r.Outcome == storage.BusRejected {
 			c.cfg.Metrics.rejected.WithLabelValues(origin, string(r.Reason)).Inc()
+			if r.Unstored {
+				c.cfg.Metrics.unstored.WithLabelValues(origin).Inc()
+			}
 		}
 		if !it.d.Time.IsZero() && r.Outcome != storage.BusRejected {
 			c.cfg.Metrics.lag.WithLabelValues(origin).Observe(now.Sub(it.d.Time).Seconds())
@@ -283,10 +405,10 @@ func (c *Consumer) settle(it item, r storage.BusResult, now time.Time) {
 	}
 	switch r.Outcome {
 	case storage.BusRejected:
-		if rej := it.m.Reject; rej != nil {
-			fields = append(fields, zap.String("field", rej.Field), zap.String("detail", rej.Detail))
+		if rej := r.Rejection; rej != nil {
+			fields = append(fields, zap.String("field", schemas.EscapeTruncate(rej.Field, 256)), zap.String("detail", schemas.EscapeTruncate(rej.Detail, 1024)))
 		}
-		c.log.Warn("bus message rejected", append(fields, zap.String("reason", string(r.Reason)))...)
+		c.log.Warn("bus message rejected", append(fields, zap.String("reason", string(r.Reason)), zap.Bool("stored", !r.Unstored))...)
 	case storage.BusParked:
 		c.log.Info("bus message parked until its job exists", fields...)
 	default:
@@ -294,5 +416,28 @@ func (c *Consumer) settle(it item, r storage.BusResult, now time.Time) {
 			ce.Write(append(fields, zap.String("outcome", string(r.Outcome)), zap.String("state_from", string(r.Result.StateFrom)),
 				zap.String("state_to", string(r.Result.Job.State)))...)
 		}
+	}
+}
+
+// The headers of a dead letter that say why ExecDB rejected it (CONTRACT section 3, v1.1).
+const (
+	HeaderRejectReason = "execdb_reject_reason"
+	HeaderRejectField  = "execdb_reject_field"
+	HeaderRejectDetail = "execdb_reject_detail"
+)
+
+// maxDeadLetterDetail bounds execdb_reject_detail: AMQP header values are long strings, but
+// a broker's frame is not the place for a novel.
+const maxDeadLetterDetail = 1024
+
+// DeadLetterHeaders are the headers that say why a message was rejected, for its dead letter.
+func DeadLetterHeaders(r *storage.Rejection) map[string]string {
+	if r == nil {
+		return nil
+	}
+	return map[string]string{
+		HeaderRejectReason: string(r.Reason),
+		HeaderRejectField:  schemas.EscapeTruncate(r.Field, 256),
+		HeaderRejectDetail: schemas.EscapeTruncate(r.Detail, maxDeadLetterDetail),
 	}
 }

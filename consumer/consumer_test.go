@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/fedora-qa/execdb/bus/memory"
 	"github.com/fedora-qa/execdb/consumer"
 	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
@@ -273,28 +275,27 @@ func testPoison(t *testing.T, store *storage.Store) {
 		{message("p-nouuid", consumer.SuffixStart, `{"started_at":"2026-01-01T00:00:00Z"}`), storage.RejectSchema, "uuid"},
 		{bus.Message{ID: "p-topic", Topic: prefix + ".taskotron.runtask.endless", Body: []byte(`{}`)}, storage.RejectUnknownTopic, ""},
 		{message("p-conflict", consumer.SuffixEnd, end(done, "CRASHED")), storage.RejectConflict, ""},
-		{message("p-late", consumer.SuffixStart, start(done)), storage.RejectLate, ""},
+		// The text rule (CONTRACT section 1, v1.1), the same on every backend: refused, never
+		// stored or mangled.
+		{message("p-nul", consumer.SuffixTrigger, strings.Replace(trigger(uuid.New()), "rpmlint", `rpm\u0000lint`, 1)), storage.RejectSchema, "taskname"},
+		{message("p-utf8", consumer.SuffixTrigger, strings.Replace(trigger(uuid.New()), "rpmlint", "rpm\xfflint", 1)), storage.RejectSchema, "taskname"},
+		{message("p-surrogate", consumer.SuffixEnd, fmt.Sprintf(`{"uuid":%q,"state":"CRASHED","crash":{"keyvals":{"step":"\udc00"}}}`, done)), storage.RejectSchema, "crash.keyvals.step"},
+		{message("p-dupkey", consumer.SuffixTrigger, `{"taskname":"x","item":"y","item_type":"z","item":"w"}`), storage.RejectSchema, "item"},
+		{message("p-badkey", consumer.SuffixEnd, fmt.Sprintf(`{"uuid":%q,"state":"CRASHED","crash":{"keyvals":{"bad key":"v"}}}`, done)), storage.RejectSchema, "crash.keyvals.bad key"},
 	}
 	for i, p := range poison {
 		valid := uuid.New()
 		mb.send(t, p.msg, message(fmt.Sprint("valid-", i), consumer.SuffixTrigger, trigger(valid)))
 		waitState(t, store, valid, statemachine.Scheduled)
 	}
-	// A string the database may refuse (PostgreSQL keeps no NUL in text): rejected as
-	// unprocessable there, applied where it is stored.
-	nul := uuid.New()
-	mb.send(t, message("p-nul", consumer.SuffixTrigger, strings.Replace(trigger(nul), "rpmlint", `rpm\u0000lint`, 1)))
-	after := uuid.New()
-	mb.send(t, message("after-nul", consumer.SuffixTrigger, trigger(after)))
-	waitState(t, store, after, statemachine.Scheduled)
+	// A start after the end is no poison: recorded in the job's history as late, acknowledged.
+	mb.send(t, message("late", consumer.SuffixStart, start(done)))
 	got := map[string]storage.RejectedMessage{}
-	eventually(t, "every poison message rejected, the NUL one rejected or applied", func() bool {
+	eventually(t, "every poison message rejected", func() bool {
 		for _, r := range rejected(t, store) {
 			got[r.MessageID] = r
 		}
-		_, nulRejected := got["p-nul"]
-		_, err := store.Job(context.Background(), nul)
-		return len(got) >= len(poison) && (nulRejected || err == nil)
+		return len(got) >= len(poison)
 	})
 	for _, p := range poison {
 		r, ok := got[p.msg.ID]
@@ -306,22 +307,94 @@ func testPoison(t *testing.T, store *storage.Store) {
 			t.Errorf("%s: got %s field %q (%s), want %s field %q", p.msg.ID, r.Reason, r.Field, r.Detail, p.reason, p.field)
 		}
 	}
-	if r, ok := got["p-nul"]; ok {
-		if r.Reason != storage.RejectUnprocessable {
-			t.Errorf("p-nul: got %s, want unprocessable", r.Reason)
-		}
-	} else if _, err := store.Job(context.Background(), nul); err != nil {
-		t.Errorf("p-nul: neither rejected nor applied: %v", err)
-	}
 	eventually(t, "the queue to drain", func() bool { return mb.broker.Len("execdb") == 0 })
-	var dead []string
+	dead := map[string]bus.Message{}
 	for _, m := range mb.broker.DeadLetters("execdb") {
-		dead = append(dead, m.ID)
+		dead[m.ID] = m
 	}
 	for _, p := range poison {
-		if !slices.Contains(dead, p.msg.ID) {
-			t.Errorf("%s: not dead-lettered (dead letters: %v)", p.msg.ID, dead)
+		d, ok := dead[p.msg.ID]
+		switch {
+		case !ok:
+			t.Errorf("%s: not dead-lettered (dead letters: %v)", p.msg.ID, slices.Collect(maps.Keys(dead)))
+		case d.Headers[consumer.HeaderRejectReason] != string(p.reason) || d.Headers[consumer.HeaderRejectField] != p.field ||
+			d.Headers[consumer.HeaderRejectDetail] == "" || !schemas.ValidText(d.Headers[consumer.HeaderRejectDetail]):
+			t.Errorf("%s: dead letter says %v, want reason %s field %q and a detail", p.msg.ID, d.Headers, p.reason, p.field)
 		}
+	}
+	if _, ok := dead["late"]; ok {
+		t.Error("a late start was dead-lettered")
+	}
+	if _, ok := got["late"]; ok {
+		t.Error("a late start was listed as rejected")
+	}
+	// Rejections of messages that name a job that exists are listed under it and are in its
+	// history; the late start is there too.
+	eventually(t, "the late start in the history", func() bool {
+		return slices.ContainsFunc(history(t, store, done), func(h storage.HistoryEntry) bool { return h.MessageID == "late" })
+	})
+	var rejectedHere, late []string
+	for _, h := range history(t, store, done) {
+		switch h.Verdict {
+		case statemachine.Rejected:
+			rejectedHere = append(rejectedHere, h.MessageID)
+		case statemachine.Late:
+			late = append(late, h.MessageID)
+		}
+	}
+	slices.Sort(rejectedHere)
+	if want := []string{"p-badkey", "p-surrogate"}; !slices.Equal(rejectedHere, want) || !slices.Equal(late, []string{"late"}) {
+		t.Errorf("history of the job: rejected %v late %v, want rejected %v late [late]", rejectedHere, late, want)
+	}
+	for _, id := range []string{"p-badkey", "p-surrogate", "p-conflict"} {
+		if r := got[id]; r.JobUUID == nil || *r.JobUUID != done {
+			t.Errorf("%s: listed under job %v, want %s", id, r.JobUUID, done)
+		}
+	}
+	if r := got["p-badkey"]; !strings.Contains(r.Detail, "key must match") {
+		t.Errorf("p-badkey: detail %q, want the key rule as over HTTP", r.Detail)
+	}
+}
+
+// TestHostileMessageIDs: ids of any bytes and length are stored in a bounded, valid form that
+// still deduplicates (CONTRACT section 3, v1.1); none jams the consumer.
+func TestHostileMessageIDs(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			var store *storage.Store
+			if backend == "sqlite" {
+				store = sqliteStore(t)
+			} else {
+				store = postgresStore(t)
+			}
+			mb := newMemory(t, store, nil)
+			ids := []string{"nul\x00id", "bad\xff\xfeutf8", strings.Repeat("long-", 600), "\x00"}
+			jobs := map[string]uuid.UUID{}
+			for _, id := range ids {
+				jobs[id] = uuid.New()
+				m := message(id, consumer.SuffixTrigger, trigger(jobs[id]))
+				mb.send(t, m, m) // the second is a redelivery: deduplicated by the stored form
+			}
+			// And a poison message with a hostile id is rejected, its id kept escaped.
+			mb.send(t, message("poison\x00", consumer.SuffixStart, `{"uuid": nope`))
+			for _, id := range ids {
+				waitState(t, store, jobs[id], statemachine.Scheduled)
+			}
+			eventually(t, "the queue to drain and the poison rejected", func() bool {
+				return mb.broker.Len("execdb") == 0 && len(rejected(t, store)) == 1
+			})
+			for _, id := range ids {
+				stored, kept := consumer.StorableID(id)
+				h := history(t, store, jobs[id])
+				if kept || len(h) != 1 || h[0].MessageID != stored || len(stored) > consumer.MaxMessageIDBytes || !schemas.ValidText(stored) {
+					t.Errorf("id %q: history %+v, want one create under %s", id, h, stored)
+				}
+			}
+			r := rejected(t, store)[0]
+			if !strings.HasPrefix(r.MessageID, "sha256:") || !strings.Contains(r.Detail, `"poison\x00"`) {
+				t.Errorf("rejection: id %q detail %q, want the stored form and the original escaped", r.MessageID, r.Detail)
+			}
+		})
 	}
 }
 

@@ -2,6 +2,8 @@ package consumer
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
+	"github.com/google/uuid"
 )
 
 // The topic suffixes ExecDB consumes (CONTRACT section 3, In).
@@ -20,52 +23,75 @@ const (
 	SuffixEnd     = "taskotron.runtask.end"
 )
 
-// Topics are the full topics ExecDB consumes under prefix.
-
 // MaxBodyBytes bounds a message body: a job request or runtask report is a few kilobytes, and
-// a body beyond this is rejected before it is parsed.
+// a body beyond this is rejected before it is parsed. Give the subscribers the same limit, so
+// that they keep only the beginning of larger bodies (bus.Truncate).
 const MaxBodyBytes = 256 << 10
 
+// MaxMessageIDBytes bounds a message id that is stored as it came; see StorableID.
+const MaxMessageIDBytes = 255
+
+// Topics are the full topics ExecDB consumes under prefix.
 func Topics(prefix string) []string {
 	return []string{prefix + "." + SuffixTrigger, prefix + "." + SuffixStart, prefix + "." + SuffixEnd}
 }
 
+// StorableID is the form in which a message id is stored and deduplicated on (CONTRACT section
+// 3, v1.1): the id itself when it is valid UTF-8 without NUL and at most MaxMessageIDBytes
+// long, and otherwise "sha256:" and the hex SHA-256 of its bytes, which is as unique, bounded
+// and valid. kept reports whether the id is stored as it came.
+func StorableID(id string) (stored string, kept bool) {
+	if len(id) <= MaxMessageIDBytes && schemas.ValidText(id) {
+		return id, true
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "sha256:" + hex.EncodeToString(sum[:]), false
+}
+
 // Decode turns a delivery into what it asks the store to do. Whatever is wrong with it becomes
-// a rejection with its reason; Decode never fails. Unknown fields are ignored, as producers may
-// be newer than ExecDB.
+// a rejection with its reason, the field at fault, and the job it names when it names one;
+// Decode never fails. The body is held to the text rule first (schemas.CheckJSON) and then
+// decoded by the same decoders as HTTP bodies, so that the same mistake gets the same message
+// on both ways in; unknown fields are ignored, as producers may be newer than ExecDB.
 func Decode(d bus.Delivery, origin statemachine.Origin, prefix string) storage.BusMessage {
-	id := d.ID
+	id, kept := d.ID, true
 	if id == "" {
 		id = bus.ContentID(d.Topic, d.Body)
 	}
+	id, kept = StorableID(id)
 	m := storage.BusMessage{
 		Meta:  statemachine.Meta{Origin: origin, MessageID: id, ReceivedAt: d.ReceivedAt},
-		Topic: d.Topic, Body: d.Body,
+		Topic: d.Topic, Body: d.Body, BodySize: max(d.BodySize, len(d.Body)),
 	}
-	reject := func(reason storage.RejectReason, field, detail string) storage.BusMessage {
-		m.Reject = &storage.Rejection{Reason: reason, Field: field, Detail: detail}
-		return m
-	}
-	if d.Malformed != nil {
-		if errors.Is(d.Malformed, bus.ErrTopicMismatch) {
-			return reject(storage.RejectTopicMismatch, "topic", d.Malformed.Error())
-		}
-		return reject(storage.RejectUndecodable, "", d.Malformed.Error())
-	}
-	suffix, ok := strings.CutPrefix(d.Topic, prefix+".")
+	suffix, known := strings.CutPrefix(d.Topic, prefix+".")
 	var kind schemas.Body
 	switch {
-	case ok && suffix == SuffixTrigger:
+	case known && suffix == SuffixTrigger:
 		kind = schemas.BodyTrigger
-	case ok && suffix == SuffixStart:
+	case known && suffix == SuffixStart:
 		kind = schemas.BodyStart
-	case ok && suffix == SuffixEnd:
+	case known && suffix == SuffixEnd:
 		kind = schemas.BodyEnd
-	default:
-		return reject(storage.RejectUnknownTopic, "", "ExecDB consumes "+strings.Join(Topics(prefix), ", "))
 	}
-	if len(d.Body) > MaxBodyBytes {
-		return reject(storage.RejectSchema, "", fmt.Sprintf("body of %d bytes, more than %d", len(d.Body), MaxBodyBytes))
+	reject := func(reason storage.RejectReason, field, detail string) storage.BusMessage {
+		if !kept {
+			detail += fmt.Sprintf(" (message id stored as its SHA-256; as sent: %s)", schemas.EscapeTruncate(d.ID, 512))
+		}
+		m.Reject = &storage.Rejection{Reason: reason, Field: field, Detail: detail, Kind: eventKinds[kind]}
+		if reason != storage.RejectUndecodable {
+			m.Reject.JobUUID = namedJob(d.Body)
+		}
+		return m
+	}
+	switch {
+	case errors.Is(d.Malformed, bus.ErrTopicMismatch):
+		return reject(storage.RejectTopicMismatch, "topic", d.Malformed.Error())
+	case errors.Is(d.Malformed, bus.ErrTooLarge) || len(d.Body) > MaxBodyBytes:
+		return reject(storage.RejectSchema, "", fmt.Sprintf("body of %d bytes, more than %d", m.BodySize, MaxBodyBytes))
+	case d.Malformed != nil:
+		return reject(storage.RejectUndecodable, "", d.Malformed.Error())
+	case kind == "":
+		return reject(storage.RejectUnknownTopic, "", "ExecDB consumes "+strings.Join(Topics(prefix), ", "))
 	}
 	body := bytes.TrimSpace(d.Body)
 	if !json.Valid(body) {
@@ -73,13 +99,6 @@ func Decode(d bus.Delivery, origin statemachine.Origin, prefix string) storage.B
 	}
 	if len(body) == 0 || body[0] != '{' {
 		return reject(storage.RejectUndecodable, "", "body is not a JSON object")
-	}
-	var fe *schemas.FieldError
-	if err := schemas.Validate(kind, body); err != nil {
-		if errors.As(err, &fe) {
-			return reject(storage.RejectSchema, fe.Field, fe.Message)
-		}
-		return reject(storage.RejectSchema, "", err.Error())
 	}
 	var err error
 	switch kind {
@@ -107,11 +126,40 @@ func Decode(d bus.Delivery, origin statemachine.Origin, prefix string) storage.B
 			m.JobUUID, m.Event = e.UUID, &statemachine.Event{End: &e.End}
 		}
 	}
+	if err == nil {
+		// The decoders are the authority; the published JSON Schema must agree with them.
+		err = schemas.Validate(kind, body)
+	}
 	if err != nil {
+		m.Create, m.Event = nil, nil
+		var fe *schemas.FieldError
 		if errors.As(err, &fe) {
 			return reject(storage.RejectSchema, fe.Field, fe.Message)
 		}
 		return reject(storage.RejectSchema, "", err.Error())
 	}
 	return m
+}
+
+// eventKinds is the kind of event each body asks for.
+var eventKinds = map[schemas.Body]statemachine.EventKind{
+	schemas.BodyTrigger: statemachine.EventCreate,
+	schemas.BodyStart:   statemachine.EventStart,
+	schemas.BodyEnd:     statemachine.EventEnd,
+}
+
+// namedJob is the uuid a body names, when it is a JSON object with a "uuid" that is one:
+// what a rejection of the body is listed under.
+func namedJob(body []byte) *uuid.UUID {
+	var named struct {
+		UUID string `json:"uuid"`
+	}
+	if json.Unmarshal(body, &named) != nil || len(named.UUID) != 36 {
+		return nil
+	}
+	id, err := uuid.Parse(named.UUID)
+	if err != nil || id == uuid.Nil {
+		return nil
+	}
+	return &id
 }

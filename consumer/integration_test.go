@@ -325,12 +325,12 @@ type watchedAcker struct {
 
 func (a watchedAcker) Ack() error { return a.w.settle(a.id, "ack", a.a.Ack) }
 
-func (a watchedAcker) Reject(requeue bool) error {
-	what := "reject"
-	if requeue {
-		what = "hand back"
-	}
-	return a.w.settle(a.id, what, func() error { return a.a.Reject(requeue) })
+func (a watchedAcker) Requeue() error {
+	return a.w.settle(a.id, "hand back", a.a.Requeue)
+}
+
+func (a watchedAcker) Reject(why map[string]string) error {
+	return a.w.settle(a.id, "reject", func() error { return a.a.Reject(why) })
 }
 
 // committedProbe reports whether a message's effect is committed: whether its job's history

@@ -14,6 +14,8 @@ type Metrics struct {
 	apply    prometheus.Histogram
 	lag      *prometheus.HistogramVec
 	dbErrors *prometheus.CounterVec
+	unstored *prometheus.CounterVec
+	stalled  *prometheus.GaugeVec
 }
 
 // NewMetrics registers the consumer metrics with reg.
@@ -25,11 +27,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"transport"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "execdb_bus_messages_total",
-			Help: "Messages handled, by transport, kind (create, start, end; empty when undecodable) and outcome (applied, duplicate, parked, rejected).",
+			Help: "Messages handled, by transport, kind (create, start, end; empty when undecodable) and outcome (applied, duplicate, late, parked, rejected).",
 		}, []string{"transport", "kind", "outcome"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "execdb_bus_rejected_total",
-			Help: "Messages rejected, by transport and reason (undecodable, schema, unknown_topic, topic_mismatch, unknown_job, conflict, late, unprocessable).",
+			Help: "Messages rejected, by transport and reason (undecodable, schema, unknown_topic, topic_mismatch, unknown_job, conflict, unprocessable).",
 		}, []string{"transport", "reason"}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "execdb_bus_batch_size",
@@ -51,6 +53,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Failed attempts to apply a batch (retried), by transport.",
 		}, []string{"transport"}),
 	}
-	reg.MustRegister(m.received, m.outcomes, m.rejected, m.batch, m.apply, m.lag, m.dbErrors)
+	m.unstored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "execdb_bus_rejected_unstored_total",
+		Help: "Rejected messages the database refused to keep (dead-lettered, not listed by /api/v1/rejected), by transport.",
+	}, []string{"transport"})
+	m.stalled = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "execdb_bus_stalled_seconds",
+		Help: "How long the most stuck worker of a consumer has held messages without settling any, by transport; 0 when every worker is idle or making progress.",
+	}, []string{"transport"})
+	reg.MustRegister(m.received, m.outcomes, m.rejected, m.batch, m.apply, m.lag, m.dbErrors, m.unstored, m.stalled)
 	return m
 }

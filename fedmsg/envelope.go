@@ -9,10 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"time"
 
 	"github.com/fedora-qa/execdb/bus"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Envelope is the JSON object in a fedmsg message's second frame. Signed messages also carry
@@ -67,6 +69,12 @@ func Decode(frames [][]byte) (bus.Message, error) {
 	if len(frames) != 2 {
 		return bad, fmt.Errorf("want 2 frames [topic, envelope], got %d", len(frames))
 	}
+	// The envelope must be JSON text as RFC 8259 has it: valid UTF-8, every member named once.
+	// encoding/json would replace invalid bytes (two different msg_ids would become one) and
+	// let a repeated member win silently.
+	if err := validJSONText(raw); err != nil {
+		return bad, fmt.Errorf("envelope: %w", err)
+	}
 	var env Envelope
 	if err := json.Unmarshal(raw, &env); err != nil {
 		return bad, fmt.Errorf("envelope: %w", err)
@@ -86,4 +94,17 @@ func Decode(frames [][]byte) (bus.Message, error) {
 		m.Time = time.Unix(int64(sec), int64(frac*1e9)).UTC()
 	}
 	return m, nil
+}
+
+// validJSONText checks that b is one JSON value in valid UTF-8 whose objects name each member
+// once (RFC 7493, I-JSON).
+func validJSONText(b []byte) error {
+	d := jsontext.NewDecoder(bytes.NewReader(b))
+	if err := d.SkipValue(); err != nil {
+		return err
+	}
+	if _, err := d.ReadToken(); !errors.Is(err, io.EOF) {
+		return errors.New("data after the envelope")
+	}
+	return nil
 }

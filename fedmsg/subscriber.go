@@ -28,6 +28,9 @@ type SubscriberConfig struct {
 	// for a subscriber that is away, so every second spent waiting to redial is a second of
 	// messages lost: the cap is low, as libzmq's own 100 ms reconnect interval is.
 	Backoff bus.Backoff
+	// MaxBodyBytes bounds the envelopes it decodes: a larger one is delivered as
+	// bus.ErrTooLarge with only its beginning kept. 0 means no limit.
+	MaxBodyBytes int
 }
 
 // Subscriber holds a SUB socket connected to every endpoint (bus.Subscriber). When a
@@ -156,12 +159,27 @@ func (s *Subscriber) session(ctx context.Context, ep string, backoff *bus.Backof
 		if err != nil {
 			return fmt.Errorf("receive: %w", err)
 		}
-		m, derr := Decode(msg.Frames)
-		d := bus.Delivery{Message: m, ReceivedAt: time.Now(), Malformed: derr}
+		d := decodeLimited(msg.Frames, s.cfg.MaxBodyBytes)
 		select {
 		case s.deliveries <- d:
 		case <-ctx.Done():
 			return nil
 		}
 	}
+}
+
+// decodeLimited decodes the frames of a message, one whose envelope is larger than max bytes
+// as bus.ErrTooLarge with only the envelope's beginning kept.
+func decodeLimited(frames [][]byte, max int) bus.Delivery {
+	now := time.Now()
+	if max > 0 && len(frames) == 2 && len(frames[1]) > max {
+		env := frames[1]
+		return bus.Delivery{
+			Message:    bus.Message{ID: bus.ContentID(string(frames[0]), env), Topic: string(frames[0]), Body: bus.Truncate(env, max)},
+			ReceivedAt: now, BodySize: len(env),
+			Malformed: fmt.Errorf("envelope of %d bytes, more than %d: %w", len(env), max, bus.ErrTooLarge),
+		}
+	}
+	m, err := Decode(frames)
+	return bus.Delivery{Message: m, ReceivedAt: now, Malformed: err, BodySize: len(m.Body)}
 }

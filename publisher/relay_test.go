@@ -186,7 +186,7 @@ type amqpWatch struct {
 func newWatch(t testing.TB) *amqpWatch {
 	url := rabbitmqtest.URL(t)
 	name := rabbitmqtest.Name("execdb-test-relay")
-	rabbitmqtest.Topology(t, url, rabbitmq.Topology{Exchange: name + "-x", Queue: name, Bindings: []string{"#.execdb.job.#"}})
+	rabbitmqtest.Watch(t, url, name+"-x", name, "#.execdb.job.#")
 	return &amqpWatch{url: url, exchange: name + "-x", queue: name}
 }
 

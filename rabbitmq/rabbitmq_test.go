@@ -2,6 +2,7 @@ package rabbitmq_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,7 +101,8 @@ func TestReconnect(t *testing.T) {
 	}
 }
 
-// TestQuorumQueue checks the queue is a quorum queue and rejected messages are dead-lettered.
+// TestTopology checks the queue is a quorum queue with a single active consumer, and rejected
+// messages are dead-lettered with the headers that say why.
 func TestTopology(t *testing.T) {
 	url := rabbitmqtest.URL(t)
 	name := rabbitmqtest.Name("execdb-test-topology")
@@ -127,12 +129,15 @@ func TestTopology(t *testing.T) {
 	if d.Headers["fedora_messaging_schema"] != "base.message" || d.Time.IsZero() {
 		t.Errorf("got headers %v time %v", d.Headers, d.Time)
 	}
-	if err := d.Reject(false); err != nil {
+	why := map[string]string{"execdb_reject_reason": "undecodable", "execdb_reject_field": "", "execdb_reject_detail": "body is not JSON"}
+	if err := d.Reject(why); err != nil {
 		t.Fatal(err)
 	}
 	for {
 		if dl, ok := rabbitmqtest.Get(t, url, name+".rejected"); ok {
-			if dl.MessageId != "poison" {
+			if dl.MessageId != "poison" || string(dl.Body) != "garbage" || dl.Headers["execdb_reject_reason"] != "undecodable" ||
+				dl.Headers["execdb_reject_detail"] != "body is not JSON" || dl.Headers["fedora_messaging_schema"] != "base.message" ||
+				dl.Headers["x-original-routing-key"] != name+".in" {
 				t.Errorf("dead letter: got %s", rabbitmqtest.String(dl))
 			}
 			break
@@ -141,6 +146,43 @@ func TestTopology(t *testing.T) {
 			t.Fatal("the rejected message never reached the dead-letter queue")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// The queue has a single active consumer: declaring it without is refused as inequivalent.
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	_, err = ch.QueueDeclare(name, true, false, false, false, amqp.Table{"x-queue-type": "quorum", "x-dead-letter-exchange": name + ".dlx"})
+	if err == nil || !strings.Contains(err.Error(), "x-single-active-consumer") {
+		t.Errorf("declaring the queue without a single active consumer: got %v, want it refused as inequivalent", err)
+	}
+}
+
+// TestQueueOfAnOlderExecDB: a queue declared by an ExecDB before 1.1 (no single active
+// consumer) is not used; the error says what to do.
+func TestQueueOfAnOlderExecDB(t *testing.T) {
+	url := rabbitmqtest.URL(t)
+	name := rabbitmqtest.Name("execdb-test-old")
+	rabbitmqtest.Cleanup(t, url, []string{name, name + ".rejected"}, []string{name + ".dlx"})
+	ctx, cancel := context.WithTimeout(context.Background(), bustest.Wait)
+	defer cancel()
+	conn, err := rabbitmq.Dial(ctx, url, "execdb test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(name, true, false, false, false, amqp.Table{"x-queue-type": "quorum", "x-dead-letter-exchange": name + ".dlx"}); err != nil {
+		t.Fatal(err)
+	}
+	ch.Close()
+	_, err = rabbitmq.Declare(conn, rabbitmq.Topology{Exchange: "amq.topic", Queue: name, Bindings: []string{name + ".in"}})
+	if err == nil || !strings.Contains(err.Error(), "delete it") || !strings.Contains(err.Error(), "EXECDB_AMQP_QUEUE") {
+		t.Errorf("got %v, want an error that says how to replace the queue", err)
 	}
 }
 
@@ -161,7 +203,8 @@ func TestClassicQueueFallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ch.QueueDeclare(name, true, false, false, false, amqp.Table{"x-queue-type": "classic", "x-dead-letter-exchange": name + ".dlx"}); err != nil {
+	if _, err := ch.QueueDeclare(name, true, false, false, false, amqp.Table{"x-queue-type": "classic",
+		"x-dead-letter-exchange": name + ".dlx", "x-single-active-consumer": true}); err != nil {
 		t.Fatal(err)
 	}
 	ch.Close()

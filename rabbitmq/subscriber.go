@@ -30,12 +30,19 @@ type SubscriberConfig struct {
 	Log *zap.Logger
 	// Backoff paces reconnection attempts.
 	Backoff bus.Backoff
+	// MaxBodyBytes bounds the bodies it hands over: of a larger one it keeps only the
+	// beginning (bus.Truncate) and delivers it as bus.ErrTooLarge at once, so that a burst of
+	// large messages does not pile up in memory. 0 means no limit.
+	MaxBodyBytes int
 }
 
 // Subscriber consumes a queue (bus.Subscriber). It connects in the background and reconnects
 // with backoff whenever the connection drops, declaring the topology again each time.
 // Deliveries not acknowledged when a connection drops or the Subscriber closes are requeued by
-// the broker and delivered again with Redelivered set.
+// the broker and delivered again with Redelivered set. A rejected delivery is dead-lettered by
+// publishing a copy with the headers that say why to the dead-letter exchange, with publisher
+// confirms, and acknowledging the original; when that publish fails, the broker dead-letters
+// the original (without those headers) instead.
 type Subscriber struct {
 	cfg        SubscriberConfig
 	log        *zap.Logger
@@ -166,6 +173,10 @@ func (s *Subscriber) session(ctx context.Context, backoff *bus.Backoff) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", s.cfg.Topology.Queue, err)
 	}
+	dl, err := newDeadLetterer(conn, s.cfg.Topology.dlx())
+	if err != nil {
+		return err
+	}
 	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	s.setState(nil)
 	s.mu.Lock()
@@ -189,7 +200,14 @@ func (s *Subscriber) session(ctx context.Context, backoff *bus.Backoff) error {
 			if !ok {
 				return errors.New("the broker cancelled the consumer")
 			}
-			bd := bus.Delivery{Message: Message(d), Redelivered: d.Redelivered, ReceivedAt: time.Now(), Acker: acker{d}}
+			bd := bus.Delivery{Message: Message(d), Redelivered: d.Redelivered, ReceivedAt: time.Now(), BodySize: len(d.Body)}
+			if s.cfg.MaxBodyBytes > 0 && len(d.Body) > s.cfg.MaxBodyBytes {
+				// Keep the beginning only, so that the body can be freed now rather than when
+				// the rejection is settled.
+				d.Body = bus.Truncate(d.Body, s.cfg.MaxBodyBytes)
+				bd.Body, bd.Malformed = d.Body, bus.ErrTooLarge
+			}
+			bd.Acker = &acker{d: d, dl: dl}
 			select {
 			case s.deliveries <- bd:
 			case <-ctx.Done():
@@ -199,8 +217,81 @@ func (s *Subscriber) session(ctx context.Context, backoff *bus.Backoff) error {
 	}
 }
 
-type acker struct{ d amqp.Delivery }
+type acker struct {
+	d  amqp.Delivery
+	dl *deadLetterer
+}
 
-func (a acker) Ack() error { return a.d.Ack(false) }
+func (a *acker) Ack() error { return a.d.Ack(false) }
 
-func (a acker) Reject(requeue bool) error { return a.d.Reject(requeue) }
+func (a *acker) Requeue() error { return a.d.Reject(true) }
+
+// Reject publishes a copy of the delivery with the headers why to the dead-letter exchange and
+// acknowledges the original once the broker confirmed the copy. When the copy cannot be
+// published, the original is rejected without requeue: the queue's dead-letter exchange then
+// takes it, without why.
+func (a *acker) Reject(why map[string]string) error {
+	if err := a.dl.publish(a.d, why); err != nil {
+		if rerr := a.d.Reject(false); rerr != nil {
+			return fmt.Errorf("dead-letter: %w; reject: %w", err, rerr)
+		}
+		return nil
+	}
+	return a.d.Ack(false)
+}
+
+// deadLetterer publishes dead letters on a confirm-mode channel of a subscriber's connection.
+type deadLetterer struct {
+	exchange string
+	mu       sync.Mutex
+	ch       *amqp.Channel
+}
+
+func newDeadLetterer(conn *amqp.Connection, exchange string) (*deadLetterer, error) {
+	ch, err := conn.Channel()
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the dead-letter channel: %w", err)
+	}
+	return &deadLetterer{exchange: exchange, ch: ch}, nil
+}
+
+// deadLetterTimeout bounds the wait for the broker's confirm of a dead letter.
+const deadLetterTimeout = 10 * time.Second
+
+// publish sends the dead-letter copy of d: its body and properties, its headers plus why and
+// x-original-routing-key, under its own routing key.
+func (dl *deadLetterer) publish(d amqp.Delivery, why map[string]string) error {
+	headers := amqp.Table{}
+	for k, v := range d.Headers {
+		headers[k] = v
+	}
+	for k, v := range why {
+		headers[k] = v
+	}
+	headers["x-original-routing-key"] = d.RoutingKey
+	pub := amqp.Publishing{
+		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
+		DeliveryMode: amqp.Persistent, Priority: d.Priority, CorrelationId: d.CorrelationId,
+		ReplyTo: d.ReplyTo, Expiration: "", MessageId: d.MessageId, Timestamp: d.Timestamp,
+		Type: d.Type, UserId: "", AppId: d.AppId, Body: d.Body,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadLetterTimeout)
+	defer cancel()
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	dc, err := dl.ch.PublishWithDeferredConfirmWithContext(ctx, dl.exchange, d.RoutingKey, false, false, pub)
+	if err != nil {
+		return fmt.Errorf("publish the dead letter of %s: %w", d.MessageId, err)
+	}
+	ok, err := dc.WaitContext(ctx)
+	if err != nil {
+		return fmt.Errorf("wait for the confirm of the dead letter of %s: %w", d.MessageId, err)
+	}
+	if !ok {
+		return fmt.Errorf("the broker refused the dead letter of %s", d.MessageId)
+	}
+	return nil
+}

@@ -88,7 +88,7 @@ type EndBody struct {
 // DecodeTrigger reads and validates a trigger body.
 func DecodeTrigger(body []byte, mode Mode) (Trigger, error) {
 	var t Trigger
-	obj, err := object(body, "", mode, "taskname", "item", "item_type", "arch", "data", "uuid", "request_id", "source")
+	obj, err := decodeBody(body, mode, "taskname", "item", "item_type", "arch", "data", "uuid", "request_id", "source")
 	if err != nil {
 		return t, err
 	}
@@ -162,7 +162,7 @@ func DecodeStart(body []byte, mode Mode, requireUUID bool) (StartBody, error) {
 	if len(bytes.TrimSpace(body)) == 0 && !requireUUID {
 		return s, nil
 	}
-	obj, err := object(body, "", mode, "uuid", "started_at", "runner")
+	obj, err := decodeBody(body, mode, "uuid", "started_at", "runner")
 	if err != nil {
 		return s, err
 	}
@@ -181,7 +181,7 @@ func DecodeStart(body []byte, mode Mode, requireUUID bool) (StartBody, error) {
 // DecodeEnd reads and validates an end body. The uuid is required unless requireUUID is false.
 func DecodeEnd(body []byte, mode Mode, requireUUID bool) (EndBody, error) {
 	var e EndBody
-	obj, err := object(body, "", mode, "uuid", "state", "crash", "finished_at", "artifacts_url", "log_url", "runner")
+	obj, err := decodeBody(body, mode, "uuid", "state", "crash", "finished_at", "artifacts_url", "log_url", "runner")
 	if err != nil {
 		return e, err
 	}
@@ -338,6 +338,9 @@ func ParseKeyValArgs(pairs []string, field string) (statemachine.KeyVals, error)
 		if !ok {
 			return nil, fieldErr(field, "%q is not key=value", p)
 		}
+		if err := CheckText(p, field+"."+key); err != nil {
+			return nil, err
+		}
 		kv[key] = append(kv[key], value)
 	}
 	b, _ := json.Marshal(kv)
@@ -374,6 +377,15 @@ func scalar(raw json.RawMessage, path string) (string, error) {
 		return "", fieldErr(path, "value longer than %d bytes", MaxValueBytes)
 	}
 	return s, nil
+}
+
+// decodeBody checks a whole body against the text rule (CheckJSON) and decodes it as a JSON
+// object, as object does.
+func decodeBody(raw []byte, mode Mode, allowed ...string) (map[string]json.RawMessage, error) {
+	if err := CheckJSON(raw); err != nil {
+		return nil, err
+	}
+	return object(raw, "", mode, allowed...)
 }
 
 // object decodes raw as a JSON object. In Strict mode a key outside allowed is an error naming

@@ -7,7 +7,12 @@ import "encoding/json"
 // ("" for a whole body). In Strict mode a key outside allowed is a *FieldError naming it,
 // e.g. "dry_run" or "filter.colour"; with no allowed keys given, every key is accepted. What is
 // not a JSON object is a *FieldError naming field.
+//
+// A whole body (field "") is first checked against the text rule (CheckJSON).
 func DecodeObject(raw []byte, field string, mode Mode, allowed ...string) (map[string]json.RawMessage, error) {
+	if field == "" {
+		return decodeBody(raw, mode, allowed...)
+	}
 	return object(raw, field, mode, allowed...)
 }
 

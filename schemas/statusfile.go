@@ -77,7 +77,7 @@ func DecodeStatusFile(b []byte) (statemachine.End, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return end, &FieldError{Message: "empty file"}
 	}
-	obj, err := object(b, "", Strict, "state", "crash")
+	obj, err := decodeBody(b, Strict, "state", "crash")
 	if err != nil {
 		return end, err
 	}

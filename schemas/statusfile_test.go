@@ -81,7 +81,7 @@ func TestReadStatusFileInvalid(t *testing.T) {
 		{"truncated", `{"state": "CRASH`, "invalid JSON"},
 		{"not an object", `["FINISHED"]`, "must be a JSON object"},
 		{"string", `"FINISHED"`, "must be a JSON object"},
-		{"two objects", `{"state":"FINISHED"}{"state":"CRASHED"}`, "data after the object"},
+		{"two objects", `{"state":"FINISHED"}{"state":"CRASHED"}`, "data after the value"},
 		{"no state", `{}`, "state: required"},
 		{"null state", `{"state": null}`, "state: required"},
 		{"lower case state", `{"state":"finished"}`, `state: must be FINISHED or CRASHED, got "finished"`},

@@ -41,6 +41,9 @@ const (
 	Duplicate Verdict = "duplicate"
 	Late      Verdict = "late"
 	Conflict  Verdict = "conflict"
+	// Rejected: the message could not be applied at all (it broke the schema, say); it is in
+	// the job's history because it names the job. Only bus messages are recorded so.
+	Rejected Verdict = "rejected"
 )
 
 // Meta says where an event came from; it travels into the job's history.
@@ -131,7 +134,7 @@ func Create(n NewJob, now time.Time) (Job, Message) {
 	job := Job{
 		UUID: n.UUID, State: Scheduled, TaskName: n.TaskName, Item: n.Item, ItemType: n.ItemType,
 		Arch: arch, Data: n.Data, Source: n.Source, RequestID: n.RequestID, Attempt: attempt,
-		RescheduledFrom: n.RescheduledFrom, CreatedAt: now, UpdatedAt: now,
+		RescheduledFrom: n.RescheduledFrom, CreatedAt: now, UpdatedAt: now, StateEnteredAt: now,
 	}
 	return job, Message{TopicSuffix: TopicSuffix(job), Job: job}
 }
@@ -151,28 +154,35 @@ func applyStart(job Job, ev Event) Decision {
 	case Scheduled:
 		prev := job.State
 		job.State = Running
-		job.StartedAt = timeOr(s.StartedAt, ev.ReceivedAt)
-		if s.Runner != nil {
-			job.Runner = s.Runner
-		}
-		job.UpdatedAt = ev.ReceivedAt
+		job.StartedAt = keptTime(s.StartedAt, ev.ReceivedAt, job.CreatedAt, nil)
+		job.Runner = overlayRunner(job.Runner, s.Runner)
+		enter(&job, ev.ReceivedAt)
 		return applied(job, prev)
 	case Running:
-		return Decision{Verdict: Duplicate, Job: job}
+		// The same start again: nothing changes but what the job still lacks.
+		runner, filled := fillRunner(job.Runner, s.Runner)
+		if !filled {
+			return Decision{Verdict: Duplicate, Job: job}
+		}
+		job.Runner = runner
+		touch(&job, ev.ReceivedAt)
+		return Decision{Verdict: Duplicate, Job: job, Changed: true}
 	default:
 		// The end overtook the start. The state stays, but what only the start knows is kept so
-		// that the final job does not depend on the order the two arrived in.
+		// that the final job does not depend on the order the two arrived in (CONTRACT section
+		// 2, v1.1): the start time, within when the job was created and when it ended, and the
+		// runner's fields the job lacks.
 		changed := false
-		if job.StartedAt == nil && s.StartedAt != nil {
-			job.StartedAt = timeOr(s.StartedAt, ev.ReceivedAt)
+		if job.StartedAt == nil {
+			job.StartedAt = keptTime(s.StartedAt, ev.ReceivedAt, job.CreatedAt, job.FinishedAt)
 			changed = true
 		}
-		if job.Runner == nil && s.Runner != nil {
-			job.Runner = s.Runner
+		if runner, filled := fillRunner(job.Runner, s.Runner); filled {
+			job.Runner = runner
 			changed = true
 		}
 		if changed {
-			job.UpdatedAt = ev.ReceivedAt
+			touch(&job, ev.ReceivedAt)
 		}
 		return Decision{Verdict: Late, Job: job, Changed: changed}
 	}
@@ -181,14 +191,33 @@ func applyStart(job Job, ev Event) Decision {
 func applyEnd(job Job, ev Event) Decision {
 	e := ev.End
 	if job.State.Terminal() {
-		if SameOutcome(job.State, job.Crash, e.State, e.Crash) {
-			return Decision{Verdict: Duplicate, Job: job}
+		if !SameOutcome(job.State, job.Crash, e.State, e.Crash) {
+			return Decision{Verdict: Conflict, Job: job}
 		}
-		return Decision{Verdict: Conflict, Job: job}
+		// The same end again: it changes nothing but fills in what the job lacks (CONTRACT
+		// section 2, v1.1).
+		changed := false
+		if job.ArtifactsURL == "" && e.ArtifactsURL != "" {
+			job.ArtifactsURL, changed = e.ArtifactsURL, true
+		}
+		if job.LogURL == "" && e.LogURL != "" {
+			job.LogURL, changed = e.LogURL, true
+		}
+		if runner, filled := fillRunner(job.Runner, e.Runner); filled {
+			job.Runner, changed = runner, true
+		}
+		if changed {
+			touch(&job, ev.ReceivedAt)
+		}
+		return Decision{Verdict: Duplicate, Job: job, Changed: changed}
 	}
 	prev := job.State
 	job.State = e.State
-	job.FinishedAt = timeOr(e.FinishedAt, ev.ReceivedAt)
+	lower := job.CreatedAt
+	if job.StartedAt != nil {
+		lower = *job.StartedAt
+	}
+	job.FinishedAt = keptTime(e.FinishedAt, ev.ReceivedAt, lower, nil)
 	job.Crash = nil
 	if e.State == Crashed {
 		job.Crash = NormalizeCrash(e.Crash)
@@ -199,11 +228,101 @@ func applyEnd(job Job, ev Event) Decision {
 	if e.LogURL != "" {
 		job.LogURL = e.LogURL
 	}
-	if e.Runner != nil {
-		job.Runner = e.Runner
-	}
-	job.UpdatedAt = ev.ReceivedAt
+	job.Runner = overlayRunner(job.Runner, e.Runner)
+	enter(&job, ev.ReceivedAt)
 	return applied(job, prev)
+}
+
+// ClockSkew is how far ahead of ExecDB's clock a reported time may be and still be kept as
+// reported: the clocks of workers and ExecDB may differ by this much.
+const ClockSkew = 5 * time.Minute
+
+// keptTime is the time a job keeps for a start or an end (CONTRACT section 1, v1.1): the time
+// the report gives, or when ExecDB received it when it gives none, brought into the job's
+// order:
+//   - a reported time more than ClockSkew after ExecDB received the report lies in the future:
+//     the receive time replaces it;
+//   - a time after upper (finished_at, for a start that arrives after the end) is lowered to
+//     upper;
+//   - a time before lower (created_at for a start; started_at, or else created_at, for an end)
+//     is raised to lower.
+func keptTime(reported *time.Time, received, lower time.Time, upper *time.Time) *time.Time {
+	t := received
+	if reported != nil && !reported.After(received.Add(ClockSkew)) {
+		t = *reported
+	}
+	if upper != nil && t.After(*upper) {
+		t = *upper
+	}
+	if t.Before(lower) {
+		t = lower
+	}
+	t = t.UTC()
+	return &t
+}
+
+// enter records that the job entered its new state at ExecDB's time received (never before it
+// entered the previous one), and touches it.
+func enter(job *Job, received time.Time) {
+	if received.After(job.StateEnteredAt) {
+		job.StateEnteredAt = received.UTC()
+	}
+	touch(job, received)
+}
+
+// touch sets updated_at to the latest of its old value, received and the job's times, so that
+// created_at ≤ started_at ≤ finished_at ≤ updated_at holds.
+func touch(job *Job, received time.Time) {
+	latest := job.UpdatedAt
+	for _, t := range []*time.Time{&received, job.StartedAt, job.FinishedAt} {
+		if t != nil && t.After(latest) {
+			latest = *t
+		}
+	}
+	job.UpdatedAt = latest.UTC()
+}
+
+// runnerFields lists the fields of two runners side by side.
+func runnerFields(a, b *Runner) [][2]*string {
+	return [][2]*string{{&a.Name, &b.Name}, {&a.JobID, &b.JobID}, {&a.Worker, &b.Worker}, {&a.URL, &b.URL}}
+}
+
+// overlayRunner is have with every field that got sets taken from got: where a later report of
+// the runner says something, it wins.
+func overlayRunner(have, got *Runner) *Runner {
+	if got == nil || *got == (Runner{}) {
+		return have
+	}
+	var r Runner
+	if have != nil {
+		r = *have
+	}
+	for _, f := range runnerFields(&r, got) {
+		if *f[1] != "" {
+			*f[0] = *f[1]
+		}
+	}
+	return &r
+}
+
+// fillRunner is have with the fields it lacks taken from got; filled reports whether any was.
+func fillRunner(have, got *Runner) (r *Runner, filled bool) {
+	if got == nil {
+		return have, false
+	}
+	var c Runner
+	if have != nil {
+		c = *have
+	}
+	for _, f := range runnerFields(&c, got) {
+		if *f[0] == "" && *f[1] != "" {
+			*f[0], filled = *f[1], true
+		}
+	}
+	if !filled {
+		return have, false
+	}
+	return &c, true
 }
 
 func applied(job Job, prev State) Decision {
@@ -260,13 +379,4 @@ func TopicSuffix(job Job) string {
 		c := NormalizeCrash(job.Crash)
 		return "execdb.job.crashed." + string(c.Notify) + "." + string(c.Cause)
 	}
-}
-
-func timeOr(t *time.Time, fallback time.Time) *time.Time {
-	if t != nil {
-		u := t.UTC()
-		return &u
-	}
-	u := fallback.UTC()
-	return &u
 }

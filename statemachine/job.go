@@ -74,12 +74,22 @@ type Crash struct {
 	KeyVals KeyVals `json:"keyvals"`
 }
 
-// Runner identifies who runs a job, e.g. a Buildbot build.
+// Runner identifies who runs a job, e.g. a Buildbot build. An empty field is unknown.
 type Runner struct {
 	Name   string `json:"name"`
 	JobID  string `json:"jobid"`
 	Worker string `json:"worker"`
 	URL    string `json:"url"`
+}
+
+// MarshalJSON writes unknown (empty) fields as null, as CONTRACT section 1 shows the runner.
+func (r Runner) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Name   *string `json:"name"`
+		JobID  *string `json:"jobid"`
+		Worker *string `json:"worker"`
+		URL    *string `json:"url"`
+	}{nullable(r.Name), nullable(r.JobID), nullable(r.Worker), nullable(r.URL)})
 }
 
 // Source is the bus message that made Trigger ask for a job.
@@ -110,6 +120,10 @@ type Job struct {
 	StartedAt       *time.Time
 	FinishedAt      *time.Time
 	UpdatedAt       time.Time
+	// StateEnteredAt is when the job entered its current state by ExecDB's own clock: when
+	// ExecDB created it, applied its start or its end. The watchdog counts from it (CONTRACT
+	// section 4, v1.1), never from a time a reporter sent. Not part of the wire form.
+	StateEnteredAt time.Time
 }
 
 // Href is the job's path in the HTTP API.

@@ -97,14 +97,16 @@ type Timeouts struct {
 }
 
 // Overdue reports whether the watchdog should crash job at now: RUNNING for longer than the run
-// timeout since it started, or SCHEDULED for longer than the schedule timeout since it was
-// created. Exactly at the limit a job is not overdue yet.
+// timeout, or SCHEDULED for longer than the schedule timeout, both counted on ExecDB's own
+// clock from when the job entered its state (StateEnteredAt), never from a time a worker
+// reported (CONTRACT section 4, v1.1). Exactly at the limit a job is not overdue yet.
 func (t Timeouts) Overdue(job Job, now time.Time) bool {
+	since := now.Sub(job.StateEnteredAt)
 	switch job.State {
 	case Running:
-		return t.Run > 0 && job.StartedAt != nil && now.Sub(*job.StartedAt) > t.Run
+		return t.Run > 0 && since > t.Run
 	case Scheduled:
-		return t.Schedule > 0 && now.Sub(job.CreatedAt) > t.Schedule
+		return t.Schedule > 0 && since > t.Schedule
 	}
 	return false
 }

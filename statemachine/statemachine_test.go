@@ -1,6 +1,7 @@
 package statemachine_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -20,10 +21,13 @@ func newJob(state sm.State) sm.Job {
 	switch state {
 	case sm.Running:
 		job.StartedAt = ptr(t0.Add(time.Minute))
+		job.StateEnteredAt, job.UpdatedAt = t0.Add(time.Minute), t0.Add(time.Minute)
 	case sm.Finished:
 		job.StartedAt, job.FinishedAt = ptr(t0.Add(time.Minute)), ptr(t0.Add(time.Hour))
+		job.StateEnteredAt, job.UpdatedAt = t0.Add(time.Hour), t0.Add(time.Hour)
 	case sm.Crashed:
 		job.StartedAt, job.FinishedAt = ptr(t0.Add(time.Minute)), ptr(t0.Add(time.Hour))
+		job.StateEnteredAt, job.UpdatedAt = t0.Add(time.Hour), t0.Add(time.Hour)
 		job.Crash = &sm.Crash{Notify: sm.NotifyTask, Cause: sm.CauseTask, KeyVals: sm.KeyVals{}}
 	}
 	return job
@@ -114,7 +118,7 @@ func TestStartedAtFromSender(t *testing.T) {
 	at := t0.Add(5 * time.Minute)
 	runner := &sm.Runner{Name: "buildbot", JobID: "all/1"}
 	d := sm.Apply(newJob(sm.Scheduled), sm.Event{Meta: meta(), Start: &sm.Start{StartedAt: &at, Runner: runner}})
-	if !d.Job.StartedAt.Equal(at) || d.Job.Runner != runner {
+	if !d.Job.StartedAt.Equal(at) || *d.Job.Runner != *runner {
 		t.Errorf("got started_at=%v runner=%v, want %v %v", d.Job.StartedAt, d.Job.Runner, at, runner)
 	}
 }
@@ -160,7 +164,10 @@ func TestOrderIndependence(t *testing.T) {
 		base := newJob(sm.Scheduled)
 		reference := replay(base, []sm.Event{start, endEv})
 		got := replay(base, perm)
+		// ExecDB's own clock differs with the order: when the job was last touched, and when it
+		// entered its final state.
 		reference.UpdatedAt, got.UpdatedAt = time.Time{}, time.Time{}
+		reference.StateEnteredAt, got.StateEnteredAt = time.Time{}, time.Time{}
 		if !reflect.DeepEqual(got, reference) {
 			t.Fatalf("order %v gave\n%+v\nwant\n%+v", kinds(perm), got, reference)
 		}
@@ -169,7 +176,8 @@ func TestOrderIndependence(t *testing.T) {
 
 func replay(job sm.Job, events []sm.Event) sm.Job {
 	for i, ev := range events {
-		ev.ReceivedAt = t0.Add(time.Duration(i+1) * time.Hour)
+		// Received after the times they report, as reports are.
+		ev.ReceivedAt = t0.Add(time.Duration(i+2) * time.Hour)
 		job = sm.Apply(job, ev).Job
 	}
 	return job
@@ -194,6 +202,7 @@ func TestJobJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	job.Data = sm.KeyVals{}
+	job.StateEnteredAt = time.Time{} // ExecDB's own, not on the wire
 	if !reflect.DeepEqual(back, job) {
 		t.Errorf("round trip: got %+v, want %+v", back, job)
 	}
@@ -205,3 +214,173 @@ func TestJobJSON(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestTimesKeepTheirOrder: whatever times reporters send and whatever order their reports
+// arrive in, created_at ≤ started_at ≤ finished_at ≤ updated_at, and no time lies more than
+// ClockSkew after the last report was received (CONTRACT section 1, v1.1).
+func TestTimesKeepTheirOrder(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		offset := func(name string) *time.Time {
+			if rapid.Bool().Draw(t, name+"_absent") {
+				return nil
+			}
+			// From 10 years back to 10 years ahead of the job's creation, in minutes.
+			m := rapid.IntRange(-5_256_000, 5_256_000).Draw(t, name+"_min")
+			return ptr(t0.Add(time.Duration(m) * time.Minute))
+		}
+		var events []sm.Event
+		for i := range rapid.IntRange(1, 4).Draw(t, "events") {
+			var ev sm.Event
+			if rapid.Bool().Draw(t, fmt.Sprint("start", i)) {
+				ev.Start = &sm.Start{StartedAt: offset(fmt.Sprint("started", i))}
+			} else {
+				ev.End = &sm.End{State: sm.Finished, FinishedAt: offset(fmt.Sprint("finished", i))}
+			}
+			// Received from a day before the job was created (a parked event) to a day after.
+			ev.ReceivedAt = t0.Add(time.Duration(rapid.IntRange(-1440, 1440).Draw(t, fmt.Sprint("received", i))) * time.Minute)
+			events = append(events, ev)
+		}
+		job := newJob(sm.Scheduled)
+		latest := job.CreatedAt
+		for _, ev := range events {
+			job = sm.Apply(job, ev).Job
+			if ev.ReceivedAt.After(latest) {
+				latest = ev.ReceivedAt
+			}
+			times := []*time.Time{&job.CreatedAt, job.StartedAt, job.FinishedAt, &job.UpdatedAt}
+			var prev *time.Time
+			for _, tm := range times {
+				if tm == nil {
+					continue
+				}
+				if prev != nil && tm.Before(*prev) {
+					t.Fatalf("times out of order: created %v started %v finished %v updated %v",
+						job.CreatedAt, job.StartedAt, job.FinishedAt, job.UpdatedAt)
+				}
+				if tm.After(latest.Add(sm.ClockSkew)) {
+					t.Fatalf("time %v lies in the future of the last report received at %v", tm, latest)
+				}
+				prev = tm
+			}
+		}
+	})
+}
+
+func TestReportedTimes(t *testing.T) {
+	received := t0.Add(2 * time.Hour) // meta()'s
+	cases := []struct {
+		name     string
+		job      sm.Job
+		event    sm.Event
+		started  *time.Time
+		finished *time.Time
+	}{
+		{"a start time that fits is kept", newJob(sm.Scheduled),
+			sm.Event{Meta: meta(), Start: &sm.Start{StartedAt: ptr(t0.Add(time.Hour))}}, ptr(t0.Add(time.Hour)), nil},
+		{"within the skew ahead is kept", newJob(sm.Scheduled),
+			sm.Event{Meta: meta(), Start: &sm.Start{StartedAt: ptr(received.Add(sm.ClockSkew))}}, ptr(received.Add(sm.ClockSkew)), nil},
+		{"a start in 2030 becomes the receive time", newJob(sm.Scheduled),
+			sm.Event{Meta: meta(), Start: &sm.Start{StartedAt: ptr(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))}}, &received, nil},
+		{"a start before the job existed becomes created_at", newJob(sm.Scheduled),
+			sm.Event{Meta: meta(), Start: &sm.Start{StartedAt: ptr(t0.Add(-4 * time.Hour))}}, &t0, nil},
+		{"an end before its start becomes started_at", newJob(sm.Running),
+			sm.Event{Meta: meta(), End: &sm.End{State: sm.Finished, FinishedAt: ptr(t0.Add(-10 * time.Minute))}}, ptr(t0.Add(time.Minute)), ptr(t0.Add(time.Minute))},
+		{"an end of a job never started, before it was created, becomes created_at", newJob(sm.Scheduled),
+			sm.Event{Meta: meta(), End: &sm.End{State: sm.Finished, FinishedAt: ptr(t0.Add(-time.Hour))}}, nil, &t0},
+		{"a late start received after the end becomes finished_at", neverStarted(sm.Finished),
+			sm.Event{Meta: meta(), Start: &sm.Start{}}, ptr(t0.Add(time.Hour)), ptr(t0.Add(time.Hour))},
+		{"a late start that fits is kept", neverStarted(sm.Finished),
+			sm.Event{Meta: meta(), Start: &sm.Start{StartedAt: ptr(t0.Add(time.Minute))}}, ptr(t0.Add(time.Minute)), ptr(t0.Add(time.Hour))},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := sm.Apply(tc.job, tc.event)
+			if !sameTime(d.Job.StartedAt, tc.started) || !sameTime(d.Job.FinishedAt, tc.finished) {
+				t.Errorf("got started %v finished %v, want %v %v", d.Job.StartedAt, d.Job.FinishedAt, tc.started, tc.finished)
+			}
+		})
+	}
+}
+
+// neverStarted is a job in a final state whose start never arrived.
+func neverStarted(state sm.State) sm.Job {
+	job := newJob(state)
+	job.StartedAt = nil
+	return job
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(*b)
+}
+
+// A start that arrives after the end fills in the start time (from when it was received, when
+// it names none) and the runner's fields the job lacks (CONTRACT section 2, v1.1).
+func TestLateStartFillsIn(t *testing.T) {
+	job := newJob(sm.Scheduled)
+	end := sm.Apply(job, sm.Event{Meta: sm.Meta{ReceivedAt: t0.Add(time.Hour)},
+		End: &sm.End{State: sm.Finished, Runner: &sm.Runner{Name: "buildbot"}}}).Job
+	d := sm.Apply(end, sm.Event{Meta: sm.Meta{ReceivedAt: t0.Add(30 * time.Minute)},
+		Start: &sm.Start{Runner: &sm.Runner{Name: "other", JobID: "all/9", URL: "http://bb/9"}}})
+	if d.Verdict != sm.Late || !d.Changed || d.Message != nil {
+		t.Fatalf("got %s changed=%v message=%v, want late, changed, no message", d.Verdict, d.Changed, d.Message)
+	}
+	want := sm.Runner{Name: "buildbot", JobID: "all/9", URL: "http://bb/9"}
+	if *d.Job.Runner != want || !sameTime(d.Job.StartedAt, ptr(t0.Add(30*time.Minute))) {
+		t.Errorf("got runner %+v started %v, want %+v and the start's receive time", *d.Job.Runner, d.Job.StartedAt, want)
+	}
+	// The same late start again finds nothing to fill in.
+	if again := sm.Apply(d.Job, sm.Event{Meta: meta(), Start: &sm.Start{Runner: &sm.Runner{Name: "other"}}}); again.Changed {
+		t.Errorf("a second late start changed the job: %+v", again.Job)
+	}
+}
+
+// A repeated end with the same outcome fills in the urls and runner fields the job lacks and
+// changes nothing else (CONTRACT section 2, v1.1).
+func TestRepeatedEndFillsIn(t *testing.T) {
+	job := newJob(sm.Crashed)
+	job.LogURL = "http://logs/1"
+	repeat := sm.End{State: sm.Crashed, Crash: job.Crash, LogURL: "http://logs/other",
+		ArtifactsURL: "http://artifacts/1", Runner: &sm.Runner{Name: "buildbot", Worker: "w1"}}
+	d := sm.Apply(job, sm.Event{Meta: meta(), End: &repeat})
+	if d.Verdict != sm.Duplicate || !d.Changed || d.Message != nil {
+		t.Fatalf("got %s changed=%v message=%v, want a duplicate that changed the job, no message", d.Verdict, d.Changed, d.Message)
+	}
+	if d.Job.LogURL != "http://logs/1" || d.Job.ArtifactsURL != "http://artifacts/1" || d.Job.Runner == nil || d.Job.Runner.Worker != "w1" {
+		t.Errorf("got log %s artifacts %s runner %+v", d.Job.LogURL, d.Job.ArtifactsURL, d.Job.Runner)
+	}
+	if !d.Job.FinishedAt.Equal(*job.FinishedAt) || d.Job.State != job.State {
+		t.Errorf("the repeat changed the outcome: %+v", d.Job)
+	}
+	if d := sm.Apply(d.Job, sm.Event{Meta: meta(), End: &repeat}); d.Changed {
+		t.Error("the same repeat again changed the job")
+	}
+}
+
+func TestRunnerJSONNullsUnknownFields(t *testing.T) {
+	b, err := json.Marshal(sm.Runner{Name: "buildbot"})
+	if err != nil || string(b) != `{"name":"buildbot","jobid":null,"worker":null,"url":null}` {
+		t.Errorf("got %s, %v", b, err)
+	}
+	var back sm.Runner
+	if err := json.Unmarshal(b, &back); err != nil || back != (sm.Runner{Name: "buildbot"}) {
+		t.Errorf("round trip: got %+v, %v", back, err)
+	}
+}
+
+// The watchdog counts from when ExecDB applied the start, not from the time the worker sent:
+// a worker whose clock is 4 hours behind does not make its job overdue at once.
+func TestOverdueIgnoresTheWorkersClock(t *testing.T) {
+	job := newJob(sm.Scheduled)
+	applied := t0.Add(time.Hour)
+	d := sm.Apply(job, sm.Event{Meta: sm.Meta{ReceivedAt: applied}, Start: &sm.Start{StartedAt: ptr(applied.Add(-4 * time.Hour))}})
+	to := sm.Timeouts{Run: 3 * time.Hour}
+	if to.Overdue(d.Job, applied.Add(time.Minute)) {
+		t.Error("overdue a minute after the start was applied")
+	}
+	if !to.Overdue(d.Job, applied.Add(3*time.Hour+time.Second)) {
+		t.Error("not overdue 3h after the start was applied")
+	}
+}

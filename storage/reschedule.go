@@ -41,8 +41,8 @@ const (
 // different jobs, and returns only a job that, as locked, still matches. With none left it
 // returns ErrNotFound. skip holds the jobs the sweep already tried and must not get again.
 type RescheduleTx interface {
-	// ClaimOverdue claims a job in state (RUNNING or SCHEDULED) whose started_at (RUNNING) or
-	// created_at (SCHEDULED) is before the given time, oldest first.
+	// ClaimOverdue claims a job in state (RUNNING or SCHEDULED) that entered it before the given
+	// time by ExecDB's clock (Job.StateEnteredAt), the longest in it first.
 	ClaimOverdue(ctx context.Context, state statemachine.State, before time.Time, skip []uuid.UUID) (uuid.UUID, error)
 	// ClaimUndecided claims a CRASHED job without an automatic-reschedule mark, least recently
 	// updated first.

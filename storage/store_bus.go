@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
+	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/google/uuid"
 )
@@ -22,6 +22,9 @@ type BusMessage struct {
 	Meta  statemachine.Meta
 	Topic string
 	Body  []byte // the raw body, kept with a parked or rejected message
+	// BodySize is the size of the body as sent, when the transport kept only its beginning
+	// in Body; 0 means len(Body).
+	BodySize int
 
 	Create  *statemachine.NewJob // a trigger
 	JobUUID uuid.UUID            // the job Event is about
@@ -47,7 +50,11 @@ type Rejection struct {
 	Reason  RejectReason
 	Field   string     // the failing field, for RejectSchema
 	Detail  string     // what was wrong
-	JobUUID *uuid.UUID // the job the message is about, when known
+	JobUUID *uuid.UUID // the job the message names, when it names one
+	// Kind is what the message would have done, by its topic (create, start or end); empty
+	// for an unknown topic. The rejection of a message that names a job that exists is
+	// recorded in that job's history as an event of this kind, verdict rejected.
+	Kind statemachine.EventKind
 }
 
 // BusOutcome is what applying a bus message did.
@@ -62,9 +69,13 @@ const (
 	BusDuplicate BusOutcome = "duplicate"
 	// BusParked: the event waits for its job to be created.
 	BusParked BusOutcome = "parked"
-	// BusRejected: the message is kept as rejected. Late and conflicting events are also in
-	// their job's history.
+	// BusRejected: the message is kept as rejected. Conflicting events, and rejected messages
+	// naming a job that exists, are also in that job's history.
 	BusRejected BusOutcome = "rejected"
+	// BusLate: a start for a job that already ended. It is recorded in the job's history and
+	// fills in what the job lacks (CONTRACT section 2, v1.1), but it is no error: with several
+	// processes, or producers that reorder, an end may well overtake its start.
+	BusLate BusOutcome = "late"
 )
 
 // BusResult is the outcome of one BusMessage.
@@ -76,6 +87,11 @@ type BusResult struct {
 	Result Result
 	// Reason is why the message was rejected.
 	Reason RejectReason
+	// Rejection is the rejection as stored, when Outcome is BusRejected.
+	Rejection *Rejection
+	// Unstored reports a rejection the database refused to keep (set by the consumer, never
+	// by ApplyBus): the message is dead-lettered and counted, but not listed.
+	Unstored bool
 	// Seen reports that the message id was known: nothing was done.
 	Seen bool
 }
@@ -140,6 +156,8 @@ func (s *Store) ApplyBus(ctx context.Context, msgs []BusMessage) ([]BusResult, e
 			keys = append(keys, m.JobUUID)
 		case m.Create != nil:
 			keys = append(keys, m.Create.UUID)
+		case m.Reject != nil && m.Reject.JobUUID != nil:
+			keys = append(keys, *m.Reject.JobUUID)
 		}
 	}
 	keys = sortedUnique(keys)
@@ -261,7 +279,14 @@ func (u *unit) apply(m BusMessage) (BusResult, error) {
 	switch {
 	case m.Reject != nil:
 		u.w.Rejected = append(u.w.Rejected, rejected(m, *m.Reject))
-		return BusResult{Outcome: BusRejected, Kind: m.Kind(), Reason: m.Reject.Reason}, nil
+		if id := m.Reject.JobUUID; id != nil && m.Reject.Kind != "" {
+			if job, ok := u.jobs[*id]; ok {
+				res := Result{Job: job, Verdict: statemachine.Rejected, StateFrom: job.State}
+				detail := map[string]string{"reason": string(m.Reject.Reason), "field": m.Reject.Field, "detail": m.Reject.Detail}
+				u.w.History = append(u.w.History, u.s.history(*id, m.Reject.Kind, res, m.Meta, detail))
+			}
+		}
+		return BusResult{Outcome: BusRejected, Kind: m.Reject.Kind, Reason: m.Reject.Reason, Rejection: m.Reject}, nil
 	case m.Create != nil:
 		return u.create(m)
 	case m.Event != nil:
@@ -270,11 +295,15 @@ func (u *unit) apply(m BusMessage) (BusResult, error) {
 			u.parked[m.JobUUID] = append(u.parked[m.JobUUID], p)
 			return BusResult{Outcome: BusParked, Kind: m.Kind()}, nil
 		}
-		r, reason, err := u.event(m.JobUUID, *m.Event, m.Topic, m.Body)
+		r, rej, err := u.event(m.JobUUID, *m.Event, m.Topic, m.Body)
 		if err != nil {
 			return BusResult{}, err
 		}
-		return BusResult{Outcome: outcome(r.Verdict), Kind: m.Kind(), Result: r, Reason: reason}, nil
+		res := BusResult{Outcome: outcome(r.Verdict), Kind: m.Kind(), Result: r, Rejection: rej}
+		if rej != nil {
+			res.Reason = rej.Reason
+		}
+		return res, nil
 	}
 	return BusResult{}, errors.New("bus message asks for nothing")
 }
@@ -289,7 +318,7 @@ func (u *unit) create(m BusMessage) (BusResult, error) {
 			rej := Rejection{Reason: RejectConflict, Field: "uuid", JobUUID: &id,
 				Detail: fmt.Sprintf("request id %q already created job %s", n.RequestID, id)}
 			u.w.Rejected = append(u.w.Rejected, rejected(m, rej))
-			return BusResult{Outcome: BusRejected, Kind: statemachine.EventCreate, Reason: RejectConflict}, nil
+			return BusResult{Outcome: BusRejected, Kind: statemachine.EventCreate, Reason: RejectConflict, Rejection: &rej}, nil
 		}
 		res := Result{Job: existing, Verdict: statemachine.Duplicate, StateFrom: existing.State}
 		u.w.History = append(u.w.History, u.s.history(existing.UUID, statemachine.EventCreate, res, m.Meta, createDetail(n)))
@@ -300,7 +329,7 @@ func (u *unit) create(m BusMessage) (BusResult, error) {
 		rej := Rejection{Reason: RejectConflict, Field: "uuid", JobUUID: &id,
 			Detail: "uuid already used by a job another request created"}
 		u.w.Rejected = append(u.w.Rejected, rejected(m, rej))
-		return BusResult{Outcome: BusRejected, Kind: statemachine.EventCreate, Reason: RejectConflict}, nil
+		return BusResult{Outcome: BusRejected, Kind: statemachine.EventCreate, Reason: RejectConflict, Rejection: &rej}, nil
 	}
 	job, msg := statemachine.Create(n, m.Meta.ReceivedAt)
 	u.jobs[job.UUID], u.isNew[job.UUID], u.byRequest[n.RequestID] = job, true, job.UUID
@@ -314,18 +343,19 @@ func (u *unit) create(m BusMessage) (BusResult, error) {
 	delete(u.parked, job.UUID)
 	for _, p := range inLifecycleOrder(parked) {
 		ev := truncateTimes(p.Event)
-		r, reason, err := u.event(job.UUID, ev, p.Topic, p.Body)
+		r, rej, err := u.event(job.UUID, ev, p.Topic, p.Body)
 		if err != nil {
 			return BusResult{}, fmt.Errorf("apply parked %s %s: %w", ev.Kind(), ev.MessageID, err)
 		}
-		res.Parked = append(res.Parked, ParkedApplied{Meta: ev.Meta, Kind: ev.Kind(), Result: r, Reason: reason})
+		res.Parked = append(res.Parked, ParkedApplied{Meta: ev.Meta, Kind: ev.Kind(), Result: r, Reason: reasonOf(rej)})
 	}
 	res.Job = u.jobs[job.UUID]
 	return BusResult{Outcome: BusApplied, Kind: statemachine.EventCreate, Result: res}, nil
 }
 
-// event runs the state machine on a job the batch knows, as Apply does.
-func (u *unit) event(id uuid.UUID, ev statemachine.Event, topic string, body []byte) (Result, RejectReason, error) {
+// event runs the state machine on a job the batch knows, as Apply does, and returns the
+// rejection it stored for a conflicting event.
+func (u *unit) event(id uuid.UUID, ev statemachine.Event, topic string, body []byte) (Result, *Rejection, error) {
 	job := u.jobs[id]
 	d := statemachine.Apply(job, ev)
 	res := Result{Job: d.Job, Verdict: d.Verdict, StateFrom: job.State}
@@ -342,22 +372,32 @@ func (u *unit) event(id uuid.UUID, ev statemachine.Event, topic string, body []b
 	u.w.History = append(u.w.History, u.s.history(id, ev.Kind(), res, ev.Meta, payload))
 	if d.Message != nil {
 		if err := u.queue(*d.Message, ev.ReceivedAt); err != nil {
-			return res, "", err
+			return res, nil, err
 		}
 	}
-	var rej Rejection
-	switch d.Verdict {
-	case statemachine.Late:
-		rej = Rejection{Reason: RejectLate, Detail: "job already " + string(job.State) + ": a start after the end is ignored"}
-	case statemachine.Conflict:
-		rej = Rejection{Reason: RejectConflict, Detail: "job already " + string(job.State) + " with another outcome; the first outcome stays"}
-	default:
-		return res, "", nil
+	rej := conflictRejection(job, d.Verdict)
+	if rej != nil {
+		u.w.Rejected = append(u.w.Rejected, rejected(BusMessage{Meta: ev.Meta, Topic: topic, Body: body}, *rej))
 	}
-	jid := id
-	rej.JobUUID = &jid
-	u.w.Rejected = append(u.w.Rejected, rejected(BusMessage{Meta: ev.Meta, Topic: topic, Body: body}, rej))
-	return res, rej.Reason, nil
+	return res, rej, nil
+}
+
+func reasonOf(r *Rejection) RejectReason {
+	if r == nil {
+		return ""
+	}
+	return r.Reason
+}
+
+// conflictRejection is the rejection of an event that disagrees with the job's recorded
+// outcome, nil for any other verdict. (A late start is no rejection: see BusLate.)
+func conflictRejection(job statemachine.Job, v statemachine.Verdict) *Rejection {
+	if v != statemachine.Conflict {
+		return nil
+	}
+	id := job.UUID
+	return &Rejection{Reason: RejectConflict, JobUUID: &id, Kind: statemachine.EventEnd,
+		Detail: "job already " + string(job.State) + " with another outcome; the first outcome stays"}
 }
 
 func (u *unit) queue(m statemachine.Message, at time.Time) error {
@@ -436,19 +476,12 @@ func (s *Store) applyEvent(ctx context.Context, tx Tx, job statemachine.Job, ev 
 			return res, "", err
 		}
 	}
-	var rej Rejection
-	switch d.Verdict {
-	case statemachine.Late:
-		rej = Rejection{Reason: RejectLate, Detail: "job already " + string(job.State) + ": a start after the end is ignored"}
-	case statemachine.Conflict:
-		rej = Rejection{Reason: RejectConflict, Detail: "job already " + string(job.State) + " with another outcome; the first outcome stays"}
-	default:
+	rej := conflictRejection(job, d.Verdict)
+	if rej == nil {
 		return res, "", nil
 	}
-	id := job.UUID
-	rej.JobUUID = &id
 	m := BusMessage{Meta: ev.Meta, Topic: topic, Body: body}
-	if err := tx.AppendRejected(ctx, rejected(m, rej)); err != nil {
+	if err := tx.AppendRejected(ctx, rejected(m, *rej)); err != nil {
 		return res, "", err
 	}
 	return res, rej.Reason, nil
@@ -468,7 +501,7 @@ func (s *Store) ExpireParked(ctx context.Context, ttl time.Duration, limit int) 
 		for _, p := range expired {
 			id := p.JobUUID
 			m := BusMessage{Meta: p.Event.Meta, Topic: p.Topic, Body: p.Body}
-			r := rejected(m, Rejection{Reason: RejectUnknownJob, JobUUID: &id,
+			r := rejected(m, Rejection{Reason: RejectUnknownJob, JobUUID: &id, Kind: p.Event.Kind(),
 				Detail: fmt.Sprintf("no job %s was created within %s", id, ttl)})
 			r.RejectedAt = now
 			if err := tx.AppendRejected(ctx, r); err != nil {
@@ -484,26 +517,18 @@ func (s *Store) ExpireParked(ctx context.Context, ttl time.Duration, limit int) 
 	return out, nil
 }
 
-// rejected builds the stored form of a rejected message. Text fields lose NUL characters and
-// invalid UTF-8, which the databases refuse; the body is kept as bytes, truncated.
+// rejected builds the stored form of a rejected message. Text fields that break the text rule
+// (a topic or field name with NUL or invalid UTF-8) are kept escaped (schemas.Escape) and
+// bounded, so that they can be stored and shown; the body is kept as bytes, truncated.
 func rejected(m BusMessage, r Rejection) RejectedMessage {
+	size := max(m.BodySize, len(m.Body))
 	return RejectedMessage{
-		Transport: statemachine.Origin(clean(string(m.Meta.Origin), 32)), Topic: clean(m.Topic, 1024),
-		MessageID: clean(m.Meta.MessageID, 1024), Reason: r.Reason, Field: clean(r.Field, 1024),
-		Detail: clean(r.Detail, 4096), JobUUID: r.JobUUID, Body: truncate(m.Body), BodySize: len(m.Body),
-		BodyTruncated: len(m.Body) > MaxRejectedBody, ReceivedAt: m.Meta.ReceivedAt, RejectedAt: m.Meta.ReceivedAt,
+		Transport: statemachine.Origin(schemas.EscapeTruncate(string(m.Meta.Origin), 32)),
+		Topic:     schemas.EscapeTruncate(m.Topic, 1024), MessageID: schemas.EscapeTruncate(m.Meta.MessageID, 1024),
+		Reason: r.Reason, Field: schemas.EscapeTruncate(r.Field, 1024), Detail: schemas.EscapeTruncate(r.Detail, 4096),
+		JobUUID: r.JobUUID, Body: truncate(m.Body), BodySize: size, BodyTruncated: size > MaxRejectedBody || size > len(m.Body),
+		ReceivedAt: m.Meta.ReceivedAt, RejectedAt: m.Meta.ReceivedAt,
 	}
-}
-
-func clean(s string, max int) string {
-	if strings.IndexByte(s, 0) >= 0 {
-		s = strings.ReplaceAll(s, "\x00", "")
-	}
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) > max {
-		s = strings.ToValidUTF8(s[:max], "")
-	}
-	return s
 }
 
 func truncate(b []byte) []byte {
@@ -519,6 +544,8 @@ func outcome(v statemachine.Verdict) BusOutcome {
 		return BusApplied
 	case statemachine.Duplicate:
 		return BusDuplicate
+	case statemachine.Late:
+		return BusLate
 	default:
 		return BusRejected
 	}

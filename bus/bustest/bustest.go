@@ -257,7 +257,7 @@ func testRedelivery(t *testing.T, setup Setup) {
 	if !strings.HasSuffix(d.ID, "unacked") || !d.Redelivered {
 		t.Fatalf("after close: got %s redelivered=%v, want unacked redelivered", d.ID, d.Redelivered)
 	}
-	if err := d.Reject(true); err != nil {
+	if err := d.Requeue(); err != nil {
 		t.Fatalf("requeue: %v", err)
 	}
 	d = receive(t, again)
@@ -277,7 +277,7 @@ func testReject(t *testing.T, setup Setup) {
 	ready(t, pub, sub, tp[0])
 	publish(t, pub, msg("poison", tp[0]))
 	d := receive(t, sub)
-	if err := d.Reject(false); err != nil {
+	if err := d.Reject(map[string]string{"execdb_reject_reason": "schema"}); err != nil {
 		t.Fatalf("reject: %v", err)
 	}
 	sub.Close()

@@ -272,17 +272,32 @@ func (a *acker) Ack() error {
 	return nil
 }
 
-func (a *acker) Reject(requeue bool) error {
+func (a *acker) Requeue() error {
 	e, ok := a.take()
 	if !ok {
 		return bus.ErrClosed
 	}
-	if requeue {
-		a.s.q.putBack([]entry{e})
-		return nil
+	a.s.q.putBack([]entry{e})
+	return nil
+}
+
+// Reject keeps the message among the queue's dead letters, with the headers why added.
+func (a *acker) Reject(why map[string]string) error {
+	e, ok := a.take()
+	if !ok {
+		return bus.ErrClosed
+	}
+	dead := clone(e.msg)
+	if len(why) > 0 {
+		if dead.Headers == nil {
+			dead.Headers = map[string]string{}
+		}
+		for k, v := range why {
+			dead.Headers[k] = v
+		}
 	}
 	a.s.q.mu.Lock()
-	a.s.q.dead = append(a.s.q.dead, e.msg)
+	a.s.q.dead = append(a.s.q.dead, dead)
 	a.s.q.mu.Unlock()
 	return nil
 }

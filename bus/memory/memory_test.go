@@ -40,7 +40,7 @@ func TestDeadLetters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.Reject(false)
+	d.Reject(nil)
 	if dl := b.DeadLetters("q"); len(dl) != 1 || dl[0].ID != "1" {
 		t.Errorf("got dead letters %v, want message 1", dl)
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/internal/testenv"
-	"github.com/fedora-qa/execdb/rabbitmq"
 	"github.com/fedora-qa/execdb/rabbitmq/rabbitmqtest"
 	"github.com/google/uuid"
 )
@@ -24,7 +23,7 @@ func TestServeBus(t *testing.T) {
 	prefix := "org.example." + strings.ReplaceAll(name, "-", "")
 	exchange := name + "-x"
 	// The watcher's queue, bound to everything ExecDB says.
-	rabbitmqtest.Topology(t, url, rabbitmq.Topology{Exchange: exchange, Queue: name + "-watch", Bindings: []string{"#.execdb.job.#"}})
+	rabbitmqtest.Watch(t, url, exchange, name+"-watch", "#.execdb.job.#")
 	rabbitmqtest.Cleanup(t, url, []string{name, name + ".rejected"}, []string{name + ".dlx"})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

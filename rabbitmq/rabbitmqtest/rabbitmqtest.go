@@ -82,7 +82,38 @@ func Topology(t testing.TB, url string, top rabbitmq.Topology) {
 	Cleanup(t, url, []string{top.Queue, top.Queue + ".rejected"}, exchanges)
 }
 
-// Get takes one message off a queue without waiting; ok is false when the queue is empty.
+// Watch declares a queue of a subscriber other than ExecDB (a notification bot, say): a plain
+// durable queue bound to the topic exchange (declared unless it is one of the broker's amq.*)
+// with the routing keys, which Get can read. Both are deleted when the test ends.
+func Watch(t testing.TB, url, exchange, queue string, keys ...string) {
+	t.Helper()
+	conn := dial(t, url, "execdb test setup")
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	var exchanges []string
+	if !strings.HasPrefix(exchange, "amq.") {
+		if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		exchanges = append(exchanges, exchange)
+	}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if err := ch.QueueBind(queue, k, exchange, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	Cleanup(t, url, []string{queue}, exchanges)
+}
+
+// Get takes one message off a queue without waiting; ok is false when the queue is empty. (A
+// queue with a single active consumer, as ExecDB's own, cannot be read so: use Watch's.)
 func Get(t testing.TB, url, queue string) (d amqp.Delivery, ok bool) {
 	t.Helper()
 	conn := dial(t, url, "execdb test get")

@@ -391,12 +391,13 @@ func (t *txn) WriteBatch(ctx context.Context, w storage.BatchWrites) error {
 		b.Queue(`INSERT INTO jobs (uuid, state, taskname, item, item_type, arch,
 			source_msg_id, source_topic, request_id, runner, artifacts_url, log_url,
 			crash_notify, crash_cause, crash_fatal, attempt, rescheduled_from, rescheduled_to,
-			created_at, started_at, finished_at, updated_at)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)`,
+			created_at, started_at, finished_at, updated_at, state_entered_at)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23)`,
 			j.UUID, j.State, j.TaskName, j.Item, j.ItemType, j.Arch,
 			sourceMsgID(j.Source), sourceTopic(j.Source), j.RequestID, runnerJSON(j.Runner),
 			nullString(j.ArtifactsURL), nullString(j.LogURL), c.notify, c.cause, c.fatal,
-			j.Attempt, j.RescheduledFrom, j.RescheduledTo, j.CreatedAt, j.StartedAt, j.FinishedAt, j.UpdatedAt)
+			j.Attempt, j.RescheduledFrom, j.RescheduledTo, j.CreatedAt, j.StartedAt, j.FinishedAt, j.UpdatedAt,
+			j.StateEnteredAt)
 		queueKeyVals(b, "job_data", j.UUID, j.Data)
 		if j.Crash != nil {
 			queueKeyVals(b, "crash_keyvals", j.UUID, j.Crash.KeyVals)
@@ -407,10 +408,10 @@ func (t *txn) WriteBatch(ctx context.Context, w storage.BatchWrites) error {
 		b.Queue(`UPDATE jobs SET state = $2, runner = $3, artifacts_url = $4,
 			log_url = $5, crash_notify = $6, crash_cause = $7, crash_fatal = $8, attempt = $9,
 			rescheduled_from = $10, rescheduled_to = $11, started_at = $12, finished_at = $13,
-			updated_at = $14 WHERE uuid = $1`,
+			updated_at = $14, state_entered_at = $15 WHERE uuid = $1`,
 			j.UUID, j.State, runnerJSON(j.Runner), nullString(j.ArtifactsURL), nullString(j.LogURL),
 			c.notify, c.cause, c.fatal, j.Attempt, j.RescheduledFrom, j.RescheduledTo,
-			j.StartedAt, j.FinishedAt, j.UpdatedAt)
+			j.StartedAt, j.FinishedAt, j.UpdatedAt, j.StateEnteredAt)
 		// Only a crashed job has crash keyvals, and a crashed job stays crashed: without a
 		// crash there is nothing to replace.
 		if j.Crash != nil {

@@ -122,12 +122,13 @@ func (t *txn) InsertJob(ctx context.Context, j statemachine.Job) error {
 	_, err := t.tx.Exec(ctx, `INSERT INTO jobs (uuid, state, taskname, item, item_type, arch,
 		source_msg_id, source_topic, request_id, runner, artifacts_url, log_url,
 		crash_notify, crash_cause, crash_fatal, attempt, rescheduled_from, rescheduled_to,
-		created_at, started_at, finished_at, updated_at)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)`,
+		created_at, started_at, finished_at, updated_at, state_entered_at)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23)`,
 		j.UUID, j.State, j.TaskName, j.Item, j.ItemType, j.Arch,
 		sourceMsgID(j.Source), sourceTopic(j.Source), j.RequestID, runnerJSON(j.Runner),
 		nullString(j.ArtifactsURL), nullString(j.LogURL), c.notify, c.cause, c.fatal,
-		j.Attempt, j.RescheduledFrom, j.RescheduledTo, j.CreatedAt, j.StartedAt, j.FinishedAt, j.UpdatedAt)
+		j.Attempt, j.RescheduledFrom, j.RescheduledTo, j.CreatedAt, j.StartedAt, j.FinishedAt, j.UpdatedAt,
+		j.StateEnteredAt)
 	if err != nil {
 		return interpretError(err)
 	}
@@ -139,10 +140,10 @@ func (t *txn) UpdateJob(ctx context.Context, j statemachine.Job) error {
 	tag, err := t.tx.Exec(ctx, `UPDATE jobs SET state = $2, runner = $3, artifacts_url = $4,
 		log_url = $5, crash_notify = $6, crash_cause = $7, crash_fatal = $8, attempt = $9,
 		rescheduled_from = $10, rescheduled_to = $11, started_at = $12, finished_at = $13,
-		updated_at = $14 WHERE uuid = $1`,
+		updated_at = $14, state_entered_at = $15 WHERE uuid = $1`,
 		j.UUID, j.State, runnerJSON(j.Runner), nullString(j.ArtifactsURL), nullString(j.LogURL),
 		c.notify, c.cause, c.fatal, j.Attempt, j.RescheduledFrom, j.RescheduledTo,
-		j.StartedAt, j.FinishedAt, j.UpdatedAt)
+		j.StartedAt, j.FinishedAt, j.UpdatedAt, j.StateEnteredAt)
 	if err != nil {
 		return interpretError(err)
 	}
@@ -184,7 +185,8 @@ type querier interface {
 
 const jobColumns = `uuid, state, taskname, item, item_type, arch, source_msg_id, source_topic,
 	request_id, runner, artifacts_url, log_url, crash_notify, crash_cause, crash_fatal, attempt,
-	rescheduled_from, rescheduled_to, created_at, started_at, finished_at, updated_at`
+	rescheduled_from, rescheduled_to, created_at, started_at, finished_at, updated_at,
+	state_entered_at`
 
 func readJob(ctx context.Context, q querier, where string, arg any) (statemachine.Job, error) {
 	j, err := scanJob(q.QueryRow(ctx, `SELECT `+jobColumns+` FROM jobs `+where, arg))
@@ -212,13 +214,13 @@ func scanJob(row pgx.Row) (statemachine.Job, error) {
 		notify, cause                      *string
 		fatal                              *bool
 		runner                             []byte
-		created, updated                   time.Time
+		created, updated, entered          time.Time
 		started, finished                  *time.Time
 		rescheduledFrom, rescheduledTo     *uuid.UUID
 	)
 	err := row.Scan(&j.UUID, &j.State, &j.TaskName, &j.Item, &j.ItemType, &j.Arch, &srcID, &srcTopic,
 		&j.RequestID, &runner, &artifacts, &logURL, &notify, &cause, &fatal, &j.Attempt,
-		&rescheduledFrom, &rescheduledTo, &created, &started, &finished, &updated)
+		&rescheduledFrom, &rescheduledTo, &created, &started, &finished, &updated, &entered)
 	if err != nil {
 		return j, err
 	}
@@ -236,7 +238,7 @@ func scanJob(row pgx.Row) (statemachine.Job, error) {
 		j.Crash = &statemachine.Crash{Notify: statemachine.Notify(*notify), Cause: statemachine.Cause(deref(cause)), Fatal: fatal != nil && *fatal}
 	}
 	j.RescheduledFrom, j.RescheduledTo = rescheduledFrom, rescheduledTo
-	j.CreatedAt, j.UpdatedAt = created.UTC(), updated.UTC()
+	j.CreatedAt, j.UpdatedAt, j.StateEnteredAt = created.UTC(), updated.UTC(), entered.UTC()
 	j.StartedAt, j.FinishedAt = utc(started), utc(finished)
 	return j, nil
 }

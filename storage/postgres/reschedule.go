@@ -16,14 +16,10 @@ import (
 // the WHERE clause on the newest version of a row it locks, so a claim never returns a job
 // that another process changed (crashed, decided about, rescheduled) in the meantime.
 
-// ClaimOverdue claims the job in state whose started_at (RUNNING) or created_at (SCHEDULED) is
-// oldest and before the given time.
+// ClaimOverdue claims the job in state that entered it first (state_entered_at), before the
+// given time.
 func (t *txn) ClaimOverdue(ctx context.Context, state statemachine.State, before time.Time, skip []uuid.UUID) (uuid.UUID, error) {
-	col := "created_at"
-	if state == statemachine.Running {
-		col = "started_at"
-	}
-	return t.claim(ctx, `state = $1 AND `+col+` < $2`, col, skip, string(state), before)
+	return t.claim(ctx, `state = $1 AND state_entered_at < $2`, "state_entered_at", skip, string(state), before)
 }
 
 // ClaimUndecided claims a crashed job without an automatic-reschedule mark.

@@ -81,7 +81,8 @@ type queryer interface {
 // jobColumns are the columns scanJob reads, in its order.
 const jobColumns = `uuid, state, taskname, item, item_type, arch, source_msg_id, source_topic,
 	request_id, runner, artifacts_url, log_url, crash_notify, crash_cause, crash_fatal, attempt,
-	rescheduled_from, rescheduled_to, created_at, started_at, finished_at, updated_at`
+	rescheduled_from, rescheduled_to, created_at, started_at, finished_at, updated_at,
+	state_entered_at`
 
 // readJob reads the one job `WHERE <where>` selects, its data and its crash keyvals. A missing
 // job is sql.ErrNoRows; callers pass errors through interpretError.
@@ -110,6 +111,7 @@ func scanJob(row interface{ Scan(...any) error }) (statemachine.Job, error) {
 	var (
 		job                              statemachine.Job
 		id, state, created, updated      string
+		entered                          string
 		sourceMsgID, sourceTopic, runner sql.NullString
 		artifactsURL, logURL             sql.NullString
 		notify, cause                    sql.NullString
@@ -118,7 +120,7 @@ func scanJob(row interface{ Scan(...any) error }) (statemachine.Job, error) {
 	)
 	err := row.Scan(&id, &state, &job.TaskName, &job.Item, &job.ItemType, &job.Arch,
 		&sourceMsgID, &sourceTopic, &job.RequestID, &runner, &artifactsURL, &logURL,
-		&notify, &cause, &fatal, &job.Attempt, &from, &to, &created, &started, &finished, &updated)
+		&notify, &cause, &fatal, &job.Attempt, &from, &to, &created, &started, &finished, &updated, &entered)
 	if err != nil {
 		return statemachine.Job{}, err
 	}
@@ -166,6 +168,9 @@ func scanJob(row interface{ Scan(...any) error }) (statemachine.Job, error) {
 	if job.UpdatedAt, err = parseTime(updated); err != nil {
 		return fail(err)
 	}
+	if job.StateEnteredAt, err = parseTime(entered); err != nil {
+		return fail(err)
+	}
 	return job, nil
 }
 
@@ -192,6 +197,7 @@ func jobValues(job statemachine.Job) ([]any, error) {
 		nullString(job.LogURL), notify, cause, fatal, job.Attempt,
 		nullUUID(job.RescheduledFrom), nullUUID(job.RescheduledTo), formatTime(job.CreatedAt),
 		nullTime(job.StartedAt), nullTime(job.FinishedAt), formatTime(job.UpdatedAt),
+		formatTime(job.StateEnteredAt),
 	}, nil
 }
 

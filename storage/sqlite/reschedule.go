@@ -17,14 +17,11 @@ import (
 // start (BEGIN IMMEDIATE), across processes too, so what it reads stays as read until it ends
 // and concurrent sweeps take turns.
 
-// ClaimOverdue returns the job in state whose started_at (RUNNING) or created_at (SCHEDULED) is
-// oldest and before the given time.
+// ClaimOverdue returns the job in state that entered it first (state_entered_at), before the
+// given time.
 func (t *tx) ClaimOverdue(ctx context.Context, state statemachine.State, before time.Time, skip []uuid.UUID) (uuid.UUID, error) {
-	col := "created_at"
-	if state == statemachine.Running {
-		col = "started_at"
-	}
-	return t.claim(ctx, "claim an overdue job", `state = ? AND `+col+` < ?`, col, skip, string(state), formatTime(before))
+	return t.claim(ctx, "claim an overdue job", `state = ? AND state_entered_at < ?`, "state_entered_at", skip,
+		string(state), formatTime(before))
 }
 
 // ClaimUndecided returns a crashed job without an automatic-reschedule mark.

@@ -46,7 +46,7 @@ func (t *tx) InsertJob(ctx context.Context, job statemachine.Job) error {
 		return fmt.Errorf("insert job %s: %w", job.UUID, err)
 	}
 	_, err = t.tx.ExecContext(ctx, `INSERT INTO jobs (`+jobColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, values...)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, values...)
 	if err != nil {
 		return fmt.Errorf("insert job %s: %w", job.UUID, interpretError(err))
 	}
@@ -80,12 +80,13 @@ func (t *tx) UpdateJob(ctx context.Context, job statemachine.Job) error {
 	res, err := t.tx.ExecContext(ctx, `UPDATE jobs SET
 		state = ?, runner = ?, artifacts_url = ?, log_url = ?,
 		crash_notify = ?, crash_cause = ?, crash_fatal = ?, attempt = ?,
-		rescheduled_from = ?, rescheduled_to = ?, started_at = ?, finished_at = ?, updated_at = ?
+		rescheduled_from = ?, rescheduled_to = ?, started_at = ?, finished_at = ?, updated_at = ?,
+		state_entered_at = ?
 		WHERE uuid = ?`,
 		string(job.State), runner, nullString(job.ArtifactsURL), nullString(job.LogURL),
 		notify, cause, fatal, job.Attempt,
 		nullUUID(job.RescheduledFrom), nullUUID(job.RescheduledTo), nullTime(job.StartedAt),
-		nullTime(job.FinishedAt), formatTime(job.UpdatedAt),
+		nullTime(job.FinishedAt), formatTime(job.UpdatedAt), formatTime(job.StateEnteredAt),
 		job.UUID.String())
 	if err != nil {
 		return fmt.Errorf("update job %s: %w", job.UUID, interpretError(err))

@@ -346,9 +346,14 @@ func testBusLateConflict(t *testing.T, open Open) {
 	rs := applyBus(t, s, busTrigger("t", n), busEnd("e1", id, statemachine.Finished, ""),
 		busEnd("e2", id, statemachine.Crashed, statemachine.CauseMinion), busStart("s", id),
 		busEnd("e3", id, statemachine.Finished, ""))
-	wantOutcomes(t, rs, storage.BusApplied, storage.BusApplied, storage.BusRejected, storage.BusRejected, storage.BusDuplicate)
-	if rs[2].Reason != storage.RejectConflict || rs[3].Reason != storage.RejectLate {
-		t.Errorf("got reasons %s %s, want conflict late", rs[2].Reason, rs[3].Reason)
+	// A start after the end is late, not rejected (CONTRACT section 2, v1.1): it fills in what
+	// the job lacks and is in its history.
+	wantOutcomes(t, rs, storage.BusApplied, storage.BusApplied, storage.BusRejected, storage.BusLate, storage.BusDuplicate)
+	if rs[2].Reason != storage.RejectConflict || rs[3].Reason != "" || rs[3].Result.Verdict != statemachine.Late {
+		t.Errorf("got reasons %q %q, want conflict and none", rs[2].Reason, rs[3].Reason)
+	}
+	if j := rs[4].Result.Job; j.StartedAt == nil || j.Runner == nil {
+		t.Errorf("the late start filled in nothing: %s", js(j))
 	}
 	if rs[2].Result.Verdict != statemachine.Conflict || rs[2].Result.Job.State != statemachine.Finished {
 		t.Errorf("conflict result: got %s %s, want conflict FINISHED", rs[2].Result.Verdict, rs[2].Result.Job.State)
@@ -358,8 +363,8 @@ func testBusLateConflict(t *testing.T, open Open) {
 		t.Errorf("got %d history entries, want 5", len(hist))
 	}
 	rej := rejectedList(t, b, storage.RejectedQuery{})
-	if len(rej) != 2 || rej[0].MessageID != "s" || rej[1].MessageID != "e2" || rej[1].Detail == "" {
-		t.Errorf("got rejected %s, want s then e2 with details", js(rej))
+	if len(rej) != 1 || rej[0].MessageID != "e2" || rej[0].Detail == "" || rej[0].JobUUID == nil || *rej[0].JobUUID != id {
+		t.Errorf("got rejected %s, want e2 with details, listed under its job", js(rej))
 	}
 }
 
@@ -389,8 +394,8 @@ func testBusRejectedList(t *testing.T, open Open) {
 		t.Fatalf("got %s, want r4…r0", js(all))
 	}
 	r := all[4]
-	if r.Topic != "topic" || r.Detail != "bad value" || !bytes.Equal(r.Body, []byte{0xff, 0, 0}) || r.BodySize != 3 || r.BodyTruncated {
-		t.Errorf("got topic %q detail %q body %v size %d, want NULs dropped from text, body bytes kept", r.Topic, r.Detail, r.Body, r.BodySize)
+	if r.Topic != `"t\x00opic"` || r.Detail != `"bad\x00 value"` || !bytes.Equal(r.Body, []byte{0xff, 0, 0}) || r.BodySize != 3 || r.BodyTruncated {
+		t.Errorf("got topic %q detail %q body %v size %d, want text that breaks the rule escaped, body bytes kept", r.Topic, r.Detail, r.Body, r.BodySize)
 	}
 	if r.Field != "crash.cause" || r.Reason != storage.RejectSchema || r.ReceivedAt.IsZero() || r.RejectedAt.IsZero() || r.ID == 0 {
 		t.Errorf("got %s", js(r))

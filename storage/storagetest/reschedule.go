@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -412,17 +413,18 @@ func overdueSet(t *testing.T, s *storage.Store, c *manualClock) (overdue map[uui
 	oldDone := create(t, s, newJob())
 	apply(t, s, oldDone.UUID, finish())
 	oldCrash := crashedJob(t, s, newJob(), false)
-	// A job whose runner says it started long before ExecDB heard of it.
-	early := t0.Add(-3 * time.Hour)
 	c.Advance(90 * time.Minute)
-	lateStart := create(t, s, newJob()) // created at t0+90m
-	apply(t, s, lateStart.UUID, start(&early))
-	overdue[lateStart.UUID] = statemachine.Running
+	// A job whose worker's clock is 4 hours behind: it says it started long before ExecDB
+	// heard of it. The watchdog counts from when ExecDB applied the start (CONTRACT section 4,
+	// v1.1), so it is not overdue.
+	behind := c.Now().Add(-4 * time.Hour)
+	skewed := create(t, s, newJob()) // created at t0+90m
+	apply(t, s, skewed.UUID, start(&behind))
 	recentRun := create(t, s, newJob())
 	apply(t, s, recentRun.UUID, start(nil)) // started at t0+90m
 	recentSched := create(t, s, newJob())
 	c.Advance(40 * time.Minute) // now t0+130m
-	return overdue, []uuid.UUID{oldDone.UUID, oldCrash.UUID, recentRun.UUID, recentSched.UUID}
+	return overdue, []uuid.UUID{oldDone.UUID, oldCrash.UUID, skewed.UUID, recentRun.UUID, recentSched.UUID}
 }
 
 var timeouts = statemachine.Timeouts{Run: time.Hour, Schedule: 2 * time.Hour}
@@ -484,13 +486,22 @@ func testWatchdog(t *testing.T, open Open) {
 		t.Errorf("second sweep: got %d crashes (%v), want none", len(again), err)
 	}
 	// Exactly at the limit a job is not overdue; a microsecond later it is.
-	c.Advance(time.Hour - 40*time.Minute) // t0+150m: recentRun started at t0+90m
+	c.Advance(time.Hour - 40*time.Minute) // t0+150m: skewed and recentRun started at t0+90m
 	if r, _ := s.Watchdog(ctx, timeouts); len(r) != 0 {
 		t.Errorf("at the run timeout: got %d crashes, want none", len(r))
 	}
 	c.Advance(time.Microsecond)
-	if r, _ := s.Watchdog(ctx, timeouts); len(r) != 1 || r[0].Job.UUID != spared[2] {
-		t.Errorf("past the run timeout: got %s, want the recent running job", js(r))
+	r, _ := s.Watchdog(ctx, timeouts)
+	if got := []uuid.UUID{}; len(r) == 2 {
+		got = append(got, r[0].Job.UUID, r[1].Job.UUID)
+		slices.SortFunc(got, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+		want := []uuid.UUID{spared[2], spared[3]}
+		slices.SortFunc(want, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+		if !slices.Equal(got, want) {
+			t.Errorf("past the run timeout: got %s, want the two jobs started at t0+90m", js(r))
+		}
+	} else {
+		t.Errorf("past the run timeout: got %s, want the two jobs started at t0+90m", js(r))
 	}
 	// A zero timeout switches that half off.
 	c.Advance(10 * time.Hour)

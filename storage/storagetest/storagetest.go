@@ -313,7 +313,7 @@ func testLateStart(t *testing.T, open Open) {
 	s, b := newStore(t, open)
 	j := create(t, s, newJob())
 	apply(t, s, j.UUID, finish())
-	startedAt := t0.Add(30 * time.Second)
+	startedAt := j.CreatedAt.Add(500 * time.Millisecond) // between the create and the end
 	res := apply(t, s, j.UUID, start(&startedAt))
 	if res.Verdict != statemachine.Late || res.Job.State != statemachine.Finished {
 		t.Fatalf("got %s → %s, want late → FINISHED", res.Verdict, res.Job.State)
@@ -321,6 +321,15 @@ func testLateStart(t *testing.T, open Open) {
 	got := readBack(t, b, res.Job)
 	if got.StartedAt == nil || !got.StartedAt.Equal(startedAt) || got.Runner == nil {
 		t.Errorf("got started_at=%v runner=%v, want %v and the start's runner", got.StartedAt, got.Runner, startedAt)
+	}
+
+	// A late start without a time of its own, received after the end, gets the end's time: it
+	// cannot have started after it ended (CONTRACT section 1 and 2, v1.1).
+	j = create(t, s, newJob())
+	ended := apply(t, s, j.UUID, finish()).Job
+	got = readBack(t, b, apply(t, s, j.UUID, start(nil)).Job)
+	if got.StartedAt == nil || !got.StartedAt.Equal(*ended.FinishedAt) || got.Runner == nil {
+		t.Errorf("late start without a time: got started_at=%v runner=%v, want %v and the start's runner", got.StartedAt, got.Runner, ended.FinishedAt)
 	}
 }
 
