@@ -32,7 +32,8 @@ type errorBody struct {
 }
 
 // fail maps any error onto a response, in one place: validation errors are 400 naming the
-// field, unknown jobs 404, taken keys 409; anything else is logged and shown as "internal error".
+// field, unknown jobs 404, taken keys 409, a database that cannot be reached 503; anything else
+// is logged and shown as "internal error".
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var he *httpError
 	var fe *schemas.FieldError
@@ -46,6 +47,11 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		he = &httpError{status: http.StatusConflict, message: strings.TrimSuffix(err.Error(), ": "+storage.ErrConflict.Error())}
 	case errors.Is(err, r.Context().Err()) && r.Context().Err() != nil:
 		he = &httpError{status: http.StatusServiceUnavailable, message: "request cancelled"}
+	case errors.Is(err, storage.ErrUnavailable):
+		// A client's retry will do (execdb's client commands retry 5xx answers).
+		a.log.Warn("database unavailable", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		w.Header().Set("Retry-After", "5")
+		he = &httpError{status: http.StatusServiceUnavailable, message: "database unavailable; try again shortly"}
 	default:
 		a.log.Error("internal error", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
 		he = &httpError{status: http.StatusInternalServerError, message: "internal error"}

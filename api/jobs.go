@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
@@ -39,6 +40,10 @@ func (a *API) write(h func(w http.ResponseWriter, r *http.Request, req writeRequ
 			return
 		}
 		requestID := r.Header.Get("X-Request-ID")
+		if err := checkHeader(requestID, "X-Request-ID"); err != nil {
+			a.fail(w, r, err)
+			return
+		}
 		if requestID == "" {
 			requestID = uuid.NewString()
 		}
@@ -56,6 +61,9 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request, req writeRequest
 		return err
 	}
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		if err := checkHeader(key, "Idempotency-Key"); err != nil {
+			return err
+		}
 		if err := schemas.CheckRequestID(key, "Idempotency-Key"); err != nil {
 			return err
 		}
@@ -204,4 +212,18 @@ func quote(s string) string {
 		s = s[:64] + "…"
 	}
 	return `"` + s + `"`
+}
+
+// maxHeaderIDBytes bounds X-Request-ID, which becomes the message id in a job's history.
+const maxHeaderIDBytes = 255
+
+// checkHeader holds an id header to the text rule and a length.
+func checkHeader(value, name string) error {
+	if err := schemas.CheckText(value, name); err != nil {
+		return err
+	}
+	if len(value) > maxHeaderIDBytes && name == "X-Request-ID" {
+		return &schemas.FieldError{Field: name, Message: "longer than " + strconv.Itoa(maxHeaderIDBytes) + " bytes"}
+	}
+	return nil
 }

@@ -7,8 +7,10 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/fedora-qa/execdb/bus"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
+	"github.com/google/uuid"
 )
 
 // Page sizes of GET /api/v1/rejected.
@@ -26,11 +28,17 @@ type rejectedJSON struct {
 }
 
 // listRejected answers GET /api/v1/rejected: rejected bus messages, newest first, in pages of
-// `limit` (default 50, at most 500); `before` continues after an id, `reason` and `transport`
-// filter. Unknown parameters are refused like everywhere in the API.
+// `limit` (default 50, at most 500); `before` continues after an id; `reason`, `transport`,
+// `message_id` (as sent, or as stored: an id ExecDB could not store as it came is matched by
+// its sha256: form) and `job` (a uuid) filter. Unknown parameters are refused like everywhere
+// in the API.
 func (a *API) listRejected(w http.ResponseWriter, r *http.Request) {
 	q := storage.RejectedQuery{Limit: defaultRejectedLimit}
-	params := r.URL.Query()
+	params, err := queryParams(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	for name, values := range params {
 		value := values[len(values)-1]
 		bad := func(msg string) {
@@ -63,6 +71,19 @@ func (a *API) listRejected(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			q.Transport = statemachine.Origin(value)
+		case "message_id":
+			if value == "" {
+				bad("empty value")
+				return
+			}
+			q.MessageID, _ = bus.StorableID(value)
+		case "job":
+			id, err := uuid.Parse(value)
+			if err != nil || len(value) != 36 {
+				bad("not a UUID: " + strconv.Quote(value))
+				return
+			}
+			q.JobUUID = &id
 		default:
 			bad("unknown parameter")
 			return

@@ -126,7 +126,12 @@ type retryStatsResponse struct {
 // filters, how many successors finished, crashed again or are pending, grouped by group_by and
 // bucketed by bucket, as /stats.
 func (a *API) retryStats(w http.ResponseWriter, r *http.Request) {
-	q, err := a.statsQuery(r.URL.Query())
+	params, err := queryParams(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	q, err := a.statsQuery(params)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -15,7 +15,11 @@ import (
 // searchJobs answers GET /api/v1/jobs: jobs matching the filters, newest first, a page at a
 // time; "next" is the URL of the following page or null.
 func (a *API) searchJobs(w http.ResponseWriter, r *http.Request) {
-	params := r.URL.Query()
+	params, err := queryParams(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	f, err := storage.ParseFilter(params, a.store.Now(), "limit", "after")
 	if err != nil {
 		a.fail(w, r, err)
@@ -80,7 +84,12 @@ type statsResponse struct {
 // stats answers GET /api/v1/stats: counts, shares and durations of the jobs matching the
 // filters, grouped by group_by and bucketed by bucket.
 func (a *API) stats(w http.ResponseWriter, r *http.Request) {
-	q, err := a.statsQuery(r.URL.Query())
+	params, err := queryParams(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	q, err := a.statsQuery(params)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -126,4 +135,25 @@ func absoluteURL(r *http.Request, path string, params url.Values) string {
 	}
 	u := url.URL{Scheme: scheme, Host: r.Host, Path: path, RawQuery: params.Encode()}
 	return u.String()
+}
+
+// queryParams reads the query string of r strictly: an escape that is not one ("%zz") is an
+// error rather than a parameter silently dropped, and every name and value keeps the text rule
+// (CONTRACT section 1, v1.1: "%00" or "%FF" is refused with the parameter named).
+func queryParams(r *http.Request) (url.Values, error) {
+	params, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, &schemas.FieldError{Message: "query string: " + err.Error()}
+	}
+	for name, values := range params {
+		if err := schemas.CheckText(name, "query parameter "+name); err != nil {
+			return nil, err
+		}
+		for _, v := range values {
+			if err := schemas.CheckText(v, name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return params, nil
 }

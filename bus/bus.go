@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrClosed is returned by a Subscriber or Publisher that was closed.
@@ -153,6 +155,21 @@ type Publisher interface {
 	Features() Features
 	// Close stops publishing. Later calls return nil.
 	Close() error
+}
+
+// MaxMessageIDBytes bounds a message id that is stored as it came; see StorableID.
+const MaxMessageIDBytes = 255
+
+// StorableID is the form in which a message id is stored and deduplicated on (CONTRACT section
+// 3, v1.1): the id itself when it is valid UTF-8 without NUL and at most MaxMessageIDBytes
+// long, and otherwise "sha256:" and the hex SHA-256 of its bytes, which is as unique, bounded
+// and valid. kept reports whether the id is stored as it came.
+func StorableID(id string) (stored string, kept bool) {
+	if len(id) <= MaxMessageIDBytes && utf8.ValidString(id) && strings.IndexByte(id, 0) < 0 {
+		return id, true
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "sha256:" + hex.EncodeToString(sum[:]), false
 }
 
 // ContentID is the id given to a message that carries none: a hash of its topic and body, so

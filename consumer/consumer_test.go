@@ -384,9 +384,9 @@ func TestHostileMessageIDs(t *testing.T) {
 				return mb.broker.Len("execdb") == 0 && len(rejected(t, store)) == 1
 			})
 			for _, id := range ids {
-				stored, kept := consumer.StorableID(id)
+				stored, kept := bus.StorableID(id)
 				h := history(t, store, jobs[id])
-				if kept || len(h) != 1 || h[0].MessageID != stored || len(stored) > consumer.MaxMessageIDBytes || !schemas.ValidText(stored) {
+				if kept || len(h) != 1 || h[0].MessageID != stored || len(stored) > bus.MaxMessageIDBytes || !schemas.ValidText(stored) {
 					t.Errorf("id %q: history %+v, want one create under %s", id, h, stored)
 				}
 			}

@@ -2,8 +2,6 @@ package consumer
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,24 +26,9 @@ const (
 // that they keep only the beginning of larger bodies (bus.Truncate).
 const MaxBodyBytes = 256 << 10
 
-// MaxMessageIDBytes bounds a message id that is stored as it came; see StorableID.
-const MaxMessageIDBytes = 255
-
 // Topics are the full topics ExecDB consumes under prefix.
 func Topics(prefix string) []string {
 	return []string{prefix + "." + SuffixTrigger, prefix + "." + SuffixStart, prefix + "." + SuffixEnd}
-}
-
-// StorableID is the form in which a message id is stored and deduplicated on (CONTRACT section
-// 3, v1.1): the id itself when it is valid UTF-8 without NUL and at most MaxMessageIDBytes
-// long, and otherwise "sha256:" and the hex SHA-256 of its bytes, which is as unique, bounded
-// and valid. kept reports whether the id is stored as it came.
-func StorableID(id string) (stored string, kept bool) {
-	if len(id) <= MaxMessageIDBytes && schemas.ValidText(id) {
-		return id, true
-	}
-	sum := sha256.Sum256([]byte(id))
-	return "sha256:" + hex.EncodeToString(sum[:]), false
 }
 
 // Decode turns a delivery into what it asks the store to do. Whatever is wrong with it becomes
@@ -58,7 +41,7 @@ func Decode(d bus.Delivery, origin statemachine.Origin, prefix string) storage.B
 	if id == "" {
 		id = bus.ContentID(d.Topic, d.Body)
 	}
-	id, kept = StorableID(id)
+	id, kept = bus.StorableID(id)
 	m := storage.BusMessage{
 		Meta:  statemachine.Meta{Origin: origin, MessageID: id, ReceivedAt: d.ReceivedAt},
 		Topic: d.Topic, Body: d.Body, BodySize: max(d.BodySize, len(d.Body)),

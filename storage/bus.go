@@ -71,6 +71,8 @@ type RejectedQuery struct {
 	Limit     int                 // at most this many; < 1 means none
 	Reason    RejectReason        // only this reason when set
 	Transport statemachine.Origin // only this transport when set
+	MessageID string              // only messages with this (stored) message id when set
+	JobUUID   *uuid.UUID          // only messages about this job when set
 }
 
 // OutboxStats describes the messages waiting to be published.

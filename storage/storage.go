@@ -20,9 +20,15 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict means a unique key (job uuid, request id) is already taken.
 	ErrConflict = errors.New("conflict")
-	// ErrInvalidData means the database refuses a value itself (e.g. a NUL character in text
-	// on PostgreSQL): writing it again can never succeed, unlike a timeout or a lost lock.
+	// ErrInvalidData means the database refuses a value itself (PostgreSQL's data exceptions,
+	// class 22, and program limits, class 54, such as an index entry too large; a check or
+	// not-null constraint): writing it again can never succeed, unlike a timeout or a lost
+	// lock. Callers reject what brought it rather than retry.
 	ErrInvalidData = errors.New("invalid data")
+	// ErrUnavailable means the database cannot be reached or is not taking work right now
+	// (connection refused or lost, shutting down, too many connections, locked beyond the
+	// busy timeout): a retry later may well succeed. The HTTP API answers 503.
+	ErrUnavailable = errors.New("database unavailable")
 )
 
 // HistoryEntry is one event in a job's history: applied, duplicate, late or conflicting.

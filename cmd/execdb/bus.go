@@ -61,27 +61,29 @@ func startBus(ctx context.Context, d busDeps) (*busRuntime, error) {
 	}
 	type source struct {
 		origin statemachine.Origin
-		sub    bus.Subscriber
+		sub    interface {
+			bus.Subscriber
+			Ready(context.Context) error
+		}
 	}
 	var sources []source
 	if endpoints := splitList(cfg.FedmsgConnect); len(endpoints) > 0 {
 		sub, err := fedmsg.NewSubscriber(fedmsg.SubscriberConfig{Endpoints: endpoints, Topics: topics,
-			Log: log.With(zap.String("component", "fedmsg"))})
+			Log: log.With(zap.String("component", "fedmsg")), MaxBodyBytes: consumer.MaxBodyBytes})
 		if err != nil {
 			if fedmsgPub != nil {
 				fedmsgPub.Close()
 			}
 			return nil, errors.New("EXECDB_FEDMSG_CONNECT: " + err.Error())
 		}
-		checks["fedmsg"] = sub.Ready
 		sources = append(sources, source{statemachine.OriginFedmsg, sub})
 		log.Info("consuming from fedmsg", zap.Strings("endpoints", endpoints), zap.Strings("topics", topics))
 	}
 	var amqpPub *rabbitmq.Publisher
 	if cfg.AMQPURL != "" {
 		sub := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: cfg.AMQPURL, Log: log.With(zap.String("component", "amqp")),
-			Topology: rabbitmq.Topology{Exchange: cfg.AMQPExchange, Queue: cfg.AMQPQueue, Bindings: topics}})
-		checks["amqp"] = sub.Ready
+			Topology: rabbitmq.Topology{Exchange: cfg.AMQPExchange, Queue: cfg.AMQPQueue, Bindings: topics},
+			MaxBodyBytes: consumer.MaxBodyBytes})
 		sources = append(sources, source{statemachine.OriginAMQP, sub})
 		d.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "execdb_bus_queue_messages",
@@ -122,6 +124,10 @@ func startBus(ctx context.Context, d busDeps) (*busRuntime, error) {
 	for _, s := range sources {
 		c := consumer.New(consumer.Config{Store: d.store, Origin: s.origin, Prefix: cfg.TopicPrefix,
 			Log: log.With(zap.String("component", "consumer")), Metrics: consumerMetrics, Observe: d.jobs.Observe})
+		// Ready while connected and while no worker is stuck with messages it cannot settle.
+		checks[string(s.origin)] = func(ctx context.Context) error {
+			return errors.Join(s.sub.Ready(ctx), c.Ready(ctx))
+		}
 		consumers.Add(1)
 		go func() {
 			defer consumers.Done()

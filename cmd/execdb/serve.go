@@ -119,6 +119,9 @@ func newLogger(format string) (*zap.Logger, error) {
 		cfg = zap.NewDevelopmentConfig()
 		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
 	}
+	// Every write and every rejection is logged, one line each: no sampling drops lines under
+	// load (zap's production default keeps 100 a second of each message, then 1 in 100).
+	cfg.Sampling = nil
 	cfg.EncoderConfig.TimeKey = "ts"
 	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	cfg.DisableStacktrace = true

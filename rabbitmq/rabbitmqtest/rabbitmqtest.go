@@ -7,8 +7,10 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,6 +112,43 @@ func Watch(t testing.TB, url, exchange, queue string, keys ...string) {
 		}
 	}
 	Cleanup(t, url, []string{queue}, exchanges)
+}
+
+// Collector consumes a queue (one Watch declared) in the background and keeps what arrives.
+type Collector struct {
+	mu   sync.Mutex
+	msgs []amqp.Delivery
+}
+
+// Collect starts consuming queue, with automatic acks, until the test ends.
+func Collect(t testing.TB, url, queue string) *Collector {
+	t.Helper()
+	conn := dial(t, url, "execdb test collector")
+	t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliveries, err := ch.Consume(queue, "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("consume %s: %v", queue, err)
+	}
+	c := &Collector{}
+	go func() {
+		for d := range deliveries {
+			c.mu.Lock()
+			c.msgs = append(c.msgs, d)
+			c.mu.Unlock()
+		}
+	}()
+	return c
+}
+
+// Messages returns what arrived so far, in arrival order.
+func (c *Collector) Messages() []amqp.Delivery {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.msgs)
 }
 
 // Get takes one message off a queue without waiting; ok is false when the queue is empty. (A

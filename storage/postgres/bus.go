@@ -40,6 +40,14 @@ func (b *Backend) Rejected(ctx context.Context, q storage.RejectedQuery) ([]stor
 		args = append(args, string(q.Transport))
 		where = append(where, fmt.Sprintf("transport = $%d", len(args)))
 	}
+	if q.MessageID != "" {
+		args = append(args, q.MessageID)
+		where = append(where, fmt.Sprintf("message_id = $%d", len(args)))
+	}
+	if q.JobUUID != nil {
+		args = append(args, *q.JobUUID)
+		where = append(where, fmt.Sprintf("job_uuid = $%d", len(args)))
+	}
 	sql := `SELECT id, transport, topic, message_id, reason, field, detail, job_uuid, body,
 		body_size, body_truncated, received_at, rejected_at FROM rejected_messages`
 	if len(where) > 0 {

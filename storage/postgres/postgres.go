@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -282,7 +284,17 @@ func insertKeyVals(ctx context.Context, tx pgx.Tx, table string, id uuid.UUID, k
 	return interpretError(err)
 }
 
-// interpretError maps pgx errors onto the storage sentinels.
+// interpretError maps pgx errors onto the storage sentinels, in one place (SQLSTATE codes from
+// PostgreSQL's Appendix A, "PostgreSQL Error Codes"):
+//   - 23505 unique_violation: ErrConflict; 23503 foreign_key_violation: ErrNotFound (the job
+//     referred to does not exist); these are the conflicts the design expects;
+//   - class 22 (data exception), class 54 (program limit exceeded, e.g. an index row too
+//     large) and any other class 23 (integrity constraint) violation: ErrInvalidData, for the
+//     value itself is refused;
+//   - class 08 (connection exception), 57P01-57P03 (shutting down, cannot connect now), 53300
+//     (too many connections), and failures to reach or keep the server at all: ErrUnavailable;
+//   - anything else, serialization failures and deadlocks (class 40) included, as it is:
+//     transient, and worth a retry.
 func interpretError(err error) error {
 	if err == nil {
 		return nil
@@ -292,15 +304,23 @@ func interpretError(err error) error {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "23505": // unique_violation
+		switch code := pgErr.Code; {
+		case code == "23505":
 			return fmt.Errorf("%s: %w", pgErr.ConstraintName, storage.ErrConflict)
-		case "23503": // foreign_key_violation: the job referred to does not exist
+		case code == "23503":
 			return fmt.Errorf("%s: %w", pgErr.ConstraintName, storage.ErrNotFound)
+		case strings.HasPrefix(code, "22"), strings.HasPrefix(code, "54"), strings.HasPrefix(code, "23"):
+			return fmt.Errorf("%s (SQLSTATE %s): %w", pgErr.Message, code, storage.ErrInvalidData)
+		case strings.HasPrefix(code, "08"), code == "57P01", code == "57P02", code == "57P03", code == "53300":
+			return fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
 		}
-		if strings.HasPrefix(pgErr.Code, "22") { // data_exception: the value itself is refused
-			return fmt.Errorf("%s: %w", pgErr.Message, storage.ErrInvalidData)
-		}
+		return err
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	if errors.As(err, &connectErr) || errors.As(err, &netErr) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) {
+		return fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
 	}
 	return err
 }

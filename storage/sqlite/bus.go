@@ -30,6 +30,12 @@ func (b *Backend) Rejected(ctx context.Context, q storage.RejectedQuery) ([]stor
 	if q.Transport != "" {
 		where, args = append(where, "transport = ?"), append(args, string(q.Transport))
 	}
+	if q.MessageID != "" {
+		where, args = append(where, "message_id = ?"), append(args, q.MessageID)
+	}
+	if q.JobUUID != nil {
+		where, args = append(where, "job_uuid = ?"), append(args, q.JobUUID.String())
+	}
 	query := `SELECT id, transport, topic, message_id, reason, field, detail, job_uuid, body,
 		body_size, body_truncated, received_at, rejected_at FROM rejected_messages`
 	if len(where) > 0 {

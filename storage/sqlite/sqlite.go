@@ -162,9 +162,12 @@ func (b *Backend) Close() error {
 	return b.closeErr
 }
 
-// interpretError maps driver errors onto the storage sentinels: no row is ErrNotFound, a taken
-// primary or unique key is ErrConflict, a foreign key naming a job that does not exist is
-// ErrNotFound. The driver error stays in the chain; other errors are returned unchanged.
+// interpretError maps driver errors onto the storage sentinels, in one place: no row is
+// ErrNotFound, a taken primary or unique key is ErrConflict, a foreign key naming a job that
+// does not exist is ErrNotFound; another constraint, a value too big or of the wrong type is
+// ErrInvalidData; a database busy or locked beyond the busy timeout, or a file that cannot be
+// read, written or grown, is ErrUnavailable. The driver error stays in the chain; other errors
+// are returned unchanged.
 func interpretError(err error) error {
 	if err == nil {
 		return nil
@@ -174,11 +177,19 @@ func interpretError(err error) error {
 	}
 	var serr *sqlite.Error
 	if errors.As(err, &serr) {
-		switch serr.Code() {
+		switch code := serr.Code(); code {
 		case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE:
 			return fmt.Errorf("%w: %w", storage.ErrConflict, err)
 		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
 			return fmt.Errorf("%w: %w", storage.ErrNotFound, err)
+		default:
+			switch code & 0xff { // the primary result code
+			case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_RANGE:
+				return fmt.Errorf("%w: %w", storage.ErrInvalidData, err)
+			case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN,
+				sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PROTOCOL:
+				return fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
+			}
 		}
 	}
 	return err
