@@ -82,7 +82,7 @@ func startBus(ctx context.Context, d busDeps) (*busRuntime, error) {
 	var amqpPub *rabbitmq.Publisher
 	if cfg.AMQPURL != "" {
 		sub := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: cfg.AMQPURL, Log: log.With(zap.String("component", "amqp")),
-			Topology: rabbitmq.Topology{Exchange: cfg.AMQPExchange, Queue: cfg.AMQPQueue, Bindings: topics},
+			Topology:     rabbitmq.Topology{Exchange: cfg.AMQPExchange, Queue: cfg.AMQPQueue, Bindings: topics},
 			MaxBodyBytes: consumer.MaxBodyBytes})
 		sources = append(sources, source{statemachine.OriginAMQP, sub})
 		d.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -66,7 +66,7 @@ func (p *Proxy) serve(ln net.Listener) {
 			p.conns = append(p.conns, c, up)
 			p.mu.Unlock()
 			go func() { io.Copy(up, c); up.Close() }() //nolint:errcheck
-			go func() { io.Copy(c, up); c.Close() }() //nolint:errcheck
+			go func() { io.Copy(c, up); c.Close() }()  //nolint:errcheck
 		}
 	}()
 }
