@@ -64,7 +64,8 @@ func printJob(w io.Writer, j statemachine.Job) {
 	if j.FinishedAt != nil {
 		line("finished_at", formatTime(*j.FinishedAt))
 		if j.StartedAt != nil {
-			line("duration", j.FinishedAt.Sub(*j.StartedAt).Round(time.Second).String())
+			// A server keeps finished_at >= started_at; one older than v1.1 may not have.
+			line("duration", max(0, j.FinishedAt.Sub(*j.StartedAt)).Round(time.Second).String())
 		}
 	}
 	line("updated_at", formatTime(j.UpdatedAt))
