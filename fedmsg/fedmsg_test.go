@@ -80,6 +80,53 @@ func TestEnvelope(t *testing.T) {
 	if _, err := fedmsg.Decode([][]byte{[]byte("t")}); err == nil {
 		t.Error("one frame: got no error")
 	}
+	// An envelope must be JSON text (RFC 8259, I-JSON): encoding/json would make two msg_ids
+	// one by replacing their invalid bytes, and let a repeated member win silently.
+	for name, env := range map[string]string{
+		"invalid UTF-8 in msg_id": "{\"topic\":\"t\",\"msg\":{},\"msg_id\":\"2026-\xff\"}",
+		"lone surrogate":          `{"topic":"t","msg":{},"msg_id":"2026-\udc00"}`,
+		"msg_id twice":            `{"topic":"t","msg":{},"msg_id":"a","msg_id":"b"}`,
+	} {
+		if m, err := fedmsg.Decode([][]byte{[]byte("t"), []byte(env)}); err == nil || !strings.HasPrefix(m.ID, "sha256:") {
+			t.Errorf("%s: got %+v, %v; want an error and an id from the bytes", name, m, err)
+		}
+	}
+	// A NUL in msg_id is valid JSON: the envelope is read, the consumer stores the id hashed.
+	if m, err := fedmsg.Decode([][]byte{[]byte("t"), []byte(`{"topic":"t","msg":{},"msg_id":"a\u0000b"}`)}); err != nil || m.ID != "a\x00b" {
+		t.Errorf("NUL in msg_id: got %q, %v", m.ID, err)
+	}
+}
+
+// TestTooLargeIsCutAtReceive: an envelope over the subscriber's limit is delivered as
+// bus.ErrTooLarge with only its beginning kept.
+func TestTooLargeIsCutAtReceive(t *testing.T) {
+	pub := newPublisher(t, "tcp://127.0.0.1:0")
+	sub, err := fedmsg.NewSubscriber(fedmsg.SubscriberConfig{Endpoints: []string{endpoint(pub)}, Topics: []string{"org.example.large"},
+		Backoff: fastBackoff(), MaxBodyBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Close() })
+	big := bus.Message{ID: "big", Topic: "org.example.large", Body: []byte(`{"x":"` + strings.Repeat("x", 1<<20) + `"}`), Time: time.Now()}
+	ctx, cancel := context.WithTimeout(context.Background(), bustest.Wait)
+	defer cancel()
+	for {
+		if _, err := pub.Publish(ctx, []bus.Message{big}); err != nil {
+			t.Fatal(err)
+		}
+		short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+		d, err := sub.Receive(short)
+		cancelShort()
+		if err == nil {
+			if !errors.Is(d.Malformed, bus.ErrTooLarge) || len(d.Body) != bus.KeptOfTooLarge || d.BodySize <= len(big.Body) {
+				t.Fatalf("got malformed %v, %d of %d bytes; want ErrTooLarge, %d kept", d.Malformed, len(d.Body), d.BodySize, bus.KeptOfTooLarge)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatal("nothing arrived")
+		}
+	}
 }
 
 // TestReconnect restarts the publisher on the same port: the subscriber dials it again.

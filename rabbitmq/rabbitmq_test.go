@@ -2,6 +2,7 @@ package rabbitmq_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -222,5 +223,49 @@ func TestClassicQueueFallback(t *testing.T) {
 	bound := amqp.Table{"x-queue-type": "quorum", "x-max-length": int64(rabbitmq.DeadLetterMaxLength), "x-overflow": "drop-head"}
 	if _, err := ch.QueueDeclare(name+".rejected", true, false, false, false, bound); err != nil {
 		t.Errorf("the dead-letter queue is not bounded as declared: %v", err)
+	}
+}
+
+// TestTooLargeIsCutAtReceive: a body over the subscriber's limit is delivered at once as
+// bus.ErrTooLarge with only its beginning kept, so that a burst of large messages does not
+// pile up in memory; rejecting it dead-letters that beginning with why.
+func TestTooLargeIsCutAtReceive(t *testing.T) {
+	url := rabbitmqtest.URL(t)
+	name := rabbitmqtest.Name("execdb-test-large")
+	top := rabbitmq.Topology{Exchange: "amq.topic", Queue: name, Bindings: []string{name + ".in"}}
+	rabbitmqtest.Topology(t, url, top)
+	big := `{"uuid":"` + strings.Repeat("x", 1<<20) + `"}`
+	rabbitmqtest.Publish(t, url, "amq.topic", rabbitmqtest.JSON(name+".in", "big", big), rabbitmqtest.JSON(name+".in", "small", `{}`))
+	sub := rabbitmq.NewSubscriber(rabbitmq.SubscriberConfig{URL: url, Topology: top, MaxBodyBytes: 64 << 10})
+	defer sub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), bustest.Wait)
+	defer cancel()
+	d, err := sub.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(d.Malformed, bus.ErrTooLarge) || len(d.Body) != bus.KeptOfTooLarge || d.BodySize != len(big) || d.ID != "big" ||
+		string(d.Body) != big[:bus.KeptOfTooLarge] {
+		t.Fatalf("got malformed %v, %d of %d bytes, id %s; want ErrTooLarge, %d of %d", d.Malformed, len(d.Body), d.BodySize, d.ID, bus.KeptOfTooLarge, len(big))
+	}
+	if err := d.Reject(map[string]string{"execdb_reject_reason": "schema"}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := sub.Receive(ctx); err != nil || d.Malformed != nil || string(d.Body) != `{}` || d.BodySize != 2 {
+		t.Fatalf("small: got %+v, %v", d, err)
+	} else {
+		d.Ack()
+	}
+	for {
+		if dl, ok := rabbitmqtest.Get(t, url, name+".rejected"); ok {
+			if len(dl.Body) != bus.KeptOfTooLarge || dl.Headers["execdb_reject_reason"] != "schema" {
+				t.Errorf("dead letter: got %d bytes, headers %v", len(dl.Body), dl.Headers)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no dead letter")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
