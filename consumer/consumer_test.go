@@ -471,3 +471,66 @@ func TestShutdownHandsBack(t *testing.T) {
 	}
 	eventually(t, "the queue to drain", func() bool { return b.Len("execdb") == 0 })
 }
+
+// refusingBackend is a backend whose database refuses every write as invalid data.
+type refusingBackend struct{ storage.Backend }
+
+func (refusingBackend) InTx(context.Context, func(storage.Tx) error) error {
+	return fmt.Errorf("value refused: %w", storage.ErrInvalidData)
+}
+
+// TestRejectionTheDatabaseRefuses: when the database refuses a message and then refuses to keep
+// its rejection too, the message is still settled (dead-lettered with why) and counted, never
+// retried for ever; the next message is handled.
+func TestRejectionTheDatabaseRefuses(t *testing.T) {
+	store := storage.New(refusingBackend{testenv.SQLite(t, "")}, storage.Config{TopicPrefix: prefix})
+	reg := prometheus.NewRegistry()
+	mb := newMemory(t, store, consumer.NewMetrics(reg))
+	mb.send(t, message("refused-1", consumer.SuffixTrigger, trigger(uuid.New())), message("refused-2", consumer.SuffixTrigger, trigger(uuid.New())))
+	eventually(t, "both dead-lettered", func() bool { return len(mb.broker.DeadLetters("execdb")) == 2 })
+	for _, d := range mb.broker.DeadLetters("execdb") {
+		if d.Headers[consumer.HeaderRejectReason] != string(storage.RejectUnprocessable) || !strings.Contains(d.Headers[consumer.HeaderRejectDetail], "value refused") {
+			t.Errorf("%s: dead letter says %v", d.ID, d.Headers)
+		}
+	}
+	if v := counter(t, reg, "execdb_bus_rejected_unstored_total", map[string]string{"transport": "amqp"}); v != 2 {
+		t.Errorf("got execdb_bus_rejected_unstored_total %v, want 2", v)
+	}
+}
+
+// stallingBackend fails every transaction as a database that went away would.
+type stallingBackend struct{ storage.Backend }
+
+func (stallingBackend) InTx(context.Context, func(storage.Tx) error) error {
+	return fmt.Errorf("connection refused: %w", storage.ErrUnavailable)
+}
+
+// TestStalledWorkerShows: a worker that holds messages it cannot apply (the database is gone)
+// keeps retrying, and Ready says so once it has held them longer than StallAfter.
+func TestStalledWorkerShows(t *testing.T) {
+	store := storage.New(stallingBackend{testenv.SQLite(t, "")}, storage.Config{TopicPrefix: prefix})
+	b := memory.NewBroker()
+	b.Declare("execdb", consumer.Topics(prefix)...)
+	c := consumer.New(consumer.Config{Store: store, Origin: statemachine.OriginAMQP, Prefix: prefix, StallAfter: 50 * time.Millisecond,
+		Backoff: bus.Backoff{Min: 10 * time.Millisecond, Max: 20 * time.Millisecond}})
+	if err := c.Ready(context.Background()); err != nil {
+		t.Fatalf("idle consumer: got %v, want ready", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	sub := b.Subscribe("execdb")
+	go func() { done <- c.Run(ctx, sub) }()
+	b.Publisher().Publish(context.Background(), []bus.Message{message("m", consumer.SuffixTrigger, trigger(uuid.New()))})
+	eventually(t, "the consumer to report the stall", func() bool {
+		err := c.Ready(context.Background())
+		return err != nil && strings.Contains(err.Error(), "connection refused")
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	sub.Close()
+	if b.Len("execdb") != 1 {
+		t.Errorf("the message was not handed back: %d waiting", b.Len("execdb"))
+	}
+}
