@@ -104,7 +104,8 @@ func TestJobMessageValidates(t *testing.T) {
 	job, _ := statemachine.Create(statemachine.NewJob{UUID: uuid.New(), TaskName: "rpmlint", Item: "i", ItemType: "koji_build",
 		Source: &statemachine.Source{MsgID: "m", Topic: "t"}}, now)
 	crashed := statemachine.Apply(job, statemachine.Event{Meta: statemachine.Meta{ReceivedAt: now},
-		End: &statemachine.End{State: statemachine.Crashed, Crash: &statemachine.Crash{Notify: statemachine.NotifyTask, Cause: statemachine.CauseTask}}}).Job
+		End: &statemachine.End{State: statemachine.Crashed, Crash: &statemachine.Crash{Notify: statemachine.NotifyTask, Cause: statemachine.CauseTask},
+			Runner: &statemachine.Runner{Name: "buildbot"}}}).Job // the runner's other fields unknown: null
 	for _, j := range []statemachine.Job{job, crashed} {
 		b, _ := json.Marshal(j)
 		b = append(b[:len(b)-1], []byte(`,"previous_state":null}`)...)
