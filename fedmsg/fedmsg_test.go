@@ -129,6 +129,28 @@ func TestTooLargeIsCutAtReceive(t *testing.T) {
 	}
 }
 
+// TestJoinDelay: what is published the moment the socket is bound (the relay's backlog at a
+// restart) reaches a subscriber that connects as it comes up: Publish waits JoinDelay first.
+func TestJoinDelay(t *testing.T) {
+	pub := newPublisher(t, "tcp://127.0.0.1:0")
+	sub := newSubscriber(t, []string{endpoint(pub)}, []string{"org.example.backlog"})
+	var backlog []bus.Message
+	for i := range 3 {
+		backlog = append(backlog, bus.Message{ID: fmt.Sprint("b", i), Topic: "org.example.backlog", Body: []byte(`{}`), Time: time.Now()})
+	}
+	if n, err := pub.Publish(context.Background(), backlog); err != nil || n != 3 {
+		t.Fatalf("publish: %d, %v", n, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 3 {
+		d, err := sub.Receive(ctx)
+		if err != nil || !strings.HasSuffix(d.ID, fmt.Sprint("b", i)) {
+			t.Fatalf("message %d of the backlog: got %q, %v", i, d.ID, err)
+		}
+	}
+}
+
 // TestReconnect restarts the publisher on the same port: the subscriber dials it again.
 func TestReconnect(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -29,7 +29,18 @@ type PublisherConfig struct {
 	Username string
 	// Now stamps the envelopes; nil means time.Now.
 	Now func() time.Time
+	// JoinDelay is how long after binding Publish waits before it sends anything, so that
+	// subscribers that connect as the socket comes up (they redial within a second) get what
+	// is sent at start, such as a backlog the relay catches up on: PUB/SUB drops what is sent
+	// before a subscription arrives (ZeroMQ's "slow joiner"). 0 means DefaultJoinDelay; a
+	// negative value means no wait.
+	JoinDelay time.Duration
 }
+
+// DefaultJoinDelay is PublisherConfig.JoinDelay's default: a subscriber that lost its
+// publisher redials within a second (libzmq's reconnect interval is 100 ms; ExecDB's fedmsg
+// subscriber backs off to at most 1 s).
+const DefaultJoinDelay = time.Second
 
 // Publisher is a bound PUB socket (bus.Publisher). Subscribers connect to it; it sends every
 // message to those connected and subscribed, and to nobody else. Publish returns once the
@@ -37,6 +48,7 @@ type PublisherConfig struct {
 type Publisher struct {
 	cfg       PublisherConfig
 	sock      zmq4.Socket
+	sendAfter time.Time // bound at, plus JoinDelay
 	i         atomic.Int64
 	mu        sync.Mutex
 	closed    bool
@@ -53,6 +65,9 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.JoinDelay == 0 {
+		cfg.JoinDelay = DefaultJoinDelay
+	}
 	sock := zmq4.NewPub(context.Background(), zmq4.WithLogger(log.New(io.Discard, "", 0)))
 	if err := sock.SetOption(zmq4.OptionHWM, sendQueue); err != nil {
 		sock.Close()
@@ -62,7 +77,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		sock.Close()
 		return nil, fmt.Errorf("fedmsg publisher: bind %s: %w", cfg.Bind, err)
 	}
-	return &Publisher{cfg: cfg, sock: sock}, nil
+	return &Publisher{cfg: cfg, sock: sock, sendAfter: time.Now().Add(max(cfg.JoinDelay, 0))}, nil
 }
 
 // Addr is the address the socket listens on (useful after binding port 0).
@@ -71,8 +86,18 @@ func (p *Publisher) Addr() net.Addr { return p.sock.Addr() }
 // Features: none of acks, dead-lettering, durability or headers.
 func (p *Publisher) Features() bus.Features { return bus.Features{} }
 
-// Publish queues the messages on the socket in order.
+// Publish queues the messages on the socket in order. In the first JoinDelay after the socket
+// was bound it waits for that to pass first.
 func (p *Publisher) Publish(ctx context.Context, msgs []bus.Message) (int, error) {
+	if wait := time.Until(p.sendAfter); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
