@@ -272,8 +272,10 @@ func TestCrashHeaders(t *testing.T) {
 	w.next(t)
 	d := w.next(t)
 	h := d.Headers
+	// fedora-messaging's types: the severity an integer, the package filter a boolean.
 	if d.RoutingKey != prefix+".execdb.job.crashed.taskotron.minion" || h["execdb_notify"] != "taskotron" || h["execdb_cause"] != "minion" ||
-		h["execdb_fatal"] != true || h["fedora_messaging_severity"] != int32(30) {
+		h["execdb_fatal"] != true || h["fedora_messaging_severity"] != int32(30) || h["fedora_messaging_rpm_foo"] != true ||
+		h["fedora_messaging_schema_package"] != "execdb-messages" {
 		t.Errorf("got %s", rabbitmqtest.String(d))
 	}
 }

@@ -3,6 +3,7 @@ package rabbitmq
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fedora-qa/execdb/bus"
@@ -14,23 +15,36 @@ const (
 	HeaderSchema   = "fedora_messaging_schema"
 	HeaderSeverity = "fedora_messaging_severity"
 	HeaderSentAt   = "sent-at"
+	// HeaderRPMPrefix starts the headers that name a package a message is about, each with
+	// the value true: fedora_messaging_rpm_<name>.
+	HeaderRPMPrefix = "fedora_messaging_rpm_"
 )
 
 // SentAtLayout is how sent-at is written: ISO 8601 with the UTC offset and no fractional
 // seconds, as fedora-messaging does.
 const SentAtLayout = "2006-01-02T15:04:05+00:00"
 
-// typedHeaders are headers whose stored string form is sent as another AMQP type, as
-// fedora-messaging and header-exchange bindings expect it.
-var typedHeaders = map[string]func(string) (any, bool){
-	HeaderSeverity: func(s string) (any, bool) {
-		n, err := strconv.ParseInt(s, 10, 32)
-		return int32(n), err == nil
-	},
-	"execdb_fatal": func(s string) (any, bool) {
-		b, err := strconv.ParseBool(s)
-		return b, err == nil
-	},
+func intHeader(s string) (any, bool) {
+	n, err := strconv.ParseInt(s, 10, 32)
+	return int32(n), err == nil
+}
+
+func boolHeader(s string) (any, bool) {
+	b, err := strconv.ParseBool(s)
+	return b, err == nil
+}
+
+// headerType is how a header whose stored form is a string is sent, when fedora-messaging and
+// header-exchange bindings expect another AMQP type: the severity as an integer, the booleans
+// (execdb_fatal, fedora_messaging_rpm_<name>) as booleans.
+func headerType(name string) func(string) (any, bool) {
+	switch {
+	case name == HeaderSeverity:
+		return intHeader
+	case name == "execdb_fatal", strings.HasPrefix(name, HeaderRPMPrefix):
+		return boolHeader
+	}
+	return nil
 }
 
 // Publishing renders m in the fedora-messaging wire format: JSON body, utf-8, persistent, its id
@@ -38,7 +52,7 @@ var typedHeaders = map[string]func(string) (any, bool){
 func Publishing(m bus.Message, sentAt time.Time) amqp.Publishing {
 	headers := amqp.Table{}
 	for k, v := range m.Headers {
-		if conv, ok := typedHeaders[k]; ok {
+		if conv := headerType(k); conv != nil {
 			if typed, ok := conv(v); ok {
 				headers[k] = typed
 				continue

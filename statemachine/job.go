@@ -4,6 +4,8 @@ package statemachine
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -128,6 +130,29 @@ type Job struct {
 
 // Href is the job's path in the HTTP API.
 func (j Job) Href() string { return "/api/v1/jobs/" + j.UUID.String() }
+
+// ItemTypeKojiBuild is the item type of a Koji build, whose item is an NVR.
+const ItemTypeKojiBuild = "koji_build"
+
+// Packages are the RPM package names the job is about, sorted and without repeats, for
+// fedora-messaging's package filters (the fedora_messaging_rpm_<name> headers, and the
+// packages of the execdb-messages Python class, which follows the same rule): the name of a
+// koji_build item's NVR (the item without its last two "-" parts, version and release:
+// "python-foo-1.0-2.fc45" → "python-foo"; an item of fewer than three parts names none), and
+// every value of the trigger data's "packages" key, whatever the item type (a Bodhi update
+// lists its builds' packages there). Empty names are left out.
+func (j Job) Packages() []string {
+	var names []string
+	if j.ItemType == ItemTypeKojiBuild {
+		if parts := strings.Split(j.Item, "-"); len(parts) >= 3 {
+			names = append(names, strings.Join(parts[:len(parts)-2], "-"))
+		}
+	}
+	names = append(names, j.Data["packages"]...)
+	names = slices.DeleteFunc(names, func(s string) bool { return s == "" })
+	slices.Sort(names)
+	return slices.Compact(names)
+}
 
 // jobJSON is the wire form of a job (CONTRACT section 1).
 type jobJSON struct {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -382,5 +383,27 @@ func TestOverdueIgnoresTheWorkersClock(t *testing.T) {
 	}
 	if !to.Overdue(d.Job, applied.Add(3*time.Hour+time.Second)) {
 		t.Error("not overdue 3h after the start was applied")
+	}
+}
+
+func TestPackages(t *testing.T) {
+	cases := []struct {
+		itemType, item string
+		data           sm.KeyVals
+		want           []string
+	}{
+		{"koji_build", "htop-3.3.0-1.fc45", nil, []string{"htop"}},
+		{"koji_build", "python-foo-bar-1.0-2.fc40", nil, []string{"python-foo-bar"}},
+		{"koji_build", "weird-1", nil, nil},
+		{"koji_build", "-1.0-1", nil, nil},
+		{"koji_build", "htop-3.3.0-1.fc45", sm.KeyVals{"packages": {"htop", "", "atop"}}, []string{"atop", "htop"}},
+		{"bodhi_update", "FEDORA-2026-abc", sm.KeyVals{"packages": {"b", "a", "b"}}, []string{"a", "b"}},
+		{"compose", "Fedora-45-20261130.n.0", nil, nil},
+	}
+	for _, tc := range cases {
+		job := sm.Job{ItemType: tc.itemType, Item: tc.item, Data: tc.data}
+		if got := job.Packages(); !slices.Equal(got, tc.want) {
+			t.Errorf("%s %s %v: got %v, want %v", tc.itemType, tc.item, tc.data, got, tc.want)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fedora-qa/execdb/statemachine"
@@ -17,6 +18,11 @@ const DefaultTopicPrefix = "org.fedoraproject.dev"
 
 // MessageSchema is the fedora_messaging_schema header of outgoing job-state messages.
 const MessageSchema = "execdb.job.v1"
+
+// MessageSchemaPackage is the fedora_messaging_schema_package header of outgoing job-state
+// messages: the Python package (schemas/python) that gives fedora-messaging consumers the
+// message class of MessageSchema.
+const MessageSchemaPackage = "execdb-messages"
 
 // Fedora-messaging severities.
 const (
@@ -30,6 +36,10 @@ type Config struct {
 	TopicPrefix string
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// BaseURL is the public URL ExecDB is served under (EXECDB_BASE_URL), e.g.
+	// https://taskotron.example.org/execdb; when set, job-state messages carry the absolute
+	// URL of the job's page in "url". Without a trailing slash.
+	BaseURL string
 }
 
 // Store applies creates and events to jobs through the state machine, atomically with their
@@ -38,11 +48,12 @@ type Store struct {
 	backend Backend
 	prefix  string
 	now     func() time.Time
+	baseURL string
 }
 
 // New returns a Store over backend.
 func New(backend Backend, cfg Config) *Store {
-	s := &Store{backend: backend, prefix: cfg.TopicPrefix, now: cfg.Now}
+	s := &Store{backend: backend, prefix: cfg.TopicPrefix, now: cfg.Now, baseURL: strings.TrimRight(cfg.BaseURL, "/")}
 	if s.prefix == "" {
 		s.prefix = DefaultTopicPrefix
 	}
@@ -269,7 +280,9 @@ func (s *Store) queue(ctx context.Context, tx Tx, m statemachine.Message, at tim
 	return tx.AppendOutbox(ctx, out)
 }
 
-// outboxMessage renders a job-state message: the body is the job plus previous_state.
+// outboxMessage renders a job-state message (CONTRACT section 3, Out): the body is the job
+// plus previous_state, and url with a base URL; the headers name the schema and its Python
+// package, the severity, the routing fields and the packages the job is about.
 func (s *Store) outboxMessage(m statemachine.Message, at time.Time) (OutboxMessage, error) {
 	id, err := uuid.NewRandom()
 	if err != nil {
@@ -280,15 +293,24 @@ func (s *Store) outboxMessage(m statemachine.Message, at time.Time) (OutboxMessa
 		return OutboxMessage{}, fmt.Errorf("encode job: %w", err)
 	}
 	prev, _ := json.Marshal(m.PreviousState)
-	body := make([]byte, 0, len(job)+32)
+	body := make([]byte, 0, len(job)+160)
 	body = append(body, job[:len(job)-1]...)
 	body = append(body, `,"previous_state":`...)
 	body = append(body, prev...)
+	if s.baseURL != "" {
+		page, _ := json.Marshal(s.baseURL + "/jobs/" + m.Job.UUID.String())
+		body = append(body, `,"url":`...)
+		body = append(body, page...)
+	}
 	body = append(body, '}')
 	severity := SeverityInfo
 	headers := map[string]string{
-		"fedora_messaging_schema": MessageSchema,
-		"execdb_state":            string(m.Job.State),
+		"fedora_messaging_schema":         MessageSchema,
+		"fedora_messaging_schema_package": MessageSchemaPackage,
+		"execdb_state":                    string(m.Job.State),
+	}
+	for _, name := range m.Job.Packages() {
+		headers["fedora_messaging_rpm_"+name] = "true"
 	}
 	if c := m.Job.Crash; m.Job.State == statemachine.Crashed && c != nil {
 		severity = SeverityWarning

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ type serveConfig struct {
 	AutoReschedule  int
 	RescheduleDelay time.Duration
 	LogFormat       string
+	BaseURL         string
 }
 
 // setting describes one flag of serve or migrate.
@@ -75,6 +77,17 @@ func settings() []setting {
 			return nil
 		}},
 		durationSetting("reschedule-delay", "EXECDB_RESCHEDULE_DELAY", "30s", "wait before the first automatic reschedule of a crash; doubles with each further attempt", func(c *serveConfig) *time.Duration { return &c.RescheduleDelay }),
+		{"base-url", "EXECDB_BASE_URL", "", "public URL ExecDB is served under, e.g. https://taskotron.example.org/execdb, for links in messages and pages", func(c *serveConfig, v string) error {
+			if v == "" {
+				return nil
+			}
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+				return fmt.Errorf("want an absolute http:// or https:// URL without query, e.g. https://taskotron.example.org/execdb, got %q", v)
+			}
+			c.BaseURL = strings.TrimRight(v, "/")
+			return nil
+		}},
 		{"log-format", "EXECDB_LOG_FORMAT", "json", "log format: json or console", func(c *serveConfig, v string) error {
 			if v != "json" && v != "console" {
 				return fmt.Errorf("want json or console, got %q", v)

@@ -161,7 +161,7 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	jobs := metrics.NewJobs(registry)
-	store := storage.New(backend, storage.Config{TopicPrefix: cfg.TopicPrefix})
+	store := storage.New(backend, storage.Config{TopicPrefix: cfg.TopicPrefix, BaseURL: cfg.BaseURL})
 
 	// The consumers, the relay and the sweeps run until stopBackground: on shutdown, before the
 	// HTTP server, so that no message is taken that could not be finished.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +51,7 @@ var coreTests = []test{
 	{"LateStartFillsWhatOnlyTheStartKnows", testLateStart},
 	{"HistoryRecordsEveryEvent", testHistory},
 	{"OutboxHoldsMessagesInCommitOrder", testOutbox},
+	{"OutboxMessagesForFedoraMessaging", testOutboxFedoraMessaging},
 	{"ApplyToUnknownJob", testUnknownJob},
 	{"ConcurrentWritersOnOneJob", testConcurrentWriters},
 	{"ConcurrentCreatesWithOneRequestID", testConcurrentCreates},
@@ -444,6 +446,7 @@ func testOutbox(t *testing.T, open Open) {
 	}
 	crashed := msgs[4]
 	wantHeaders := map[string]string{"fedora_messaging_schema": "execdb.job.v1", "fedora_messaging_severity": "30",
+		"fedora_messaging_schema_package": "execdb-messages", "fedora_messaging_rpm_foo": "true",
 		"execdb_state": "CRASHED", "execdb_notify": "taskotron", "execdb_cause": "task", "execdb_fatal": "false"}
 	if !reflect.DeepEqual(crashed.Headers, wantHeaders) {
 		t.Errorf("crash headers: got %v, want %v", crashed.Headers, wantHeaders)
@@ -576,5 +579,38 @@ func testConcurrentCreates(t *testing.T, open Open) {
 	hist, _ := b.History(context.Background(), results[0].Job.UUID)
 	if len(hist) != writers {
 		t.Errorf("got %d history entries, want %d (one create, the rest duplicates)", len(hist), writers)
+	}
+}
+
+// testOutboxFedoraMessaging: with a base URL, a job-state message carries the job page's URL;
+// its headers name every package the job is about (CONTRACT section 3, v1.1).
+func testOutboxFedoraMessaging(t *testing.T, open Open) {
+	b := open(t)
+	s := storage.New(b, storage.Config{TopicPrefix: "org.example", BaseURL: "https://taskotron.example.org/execdb/"})
+	n := newJob()
+	n.Data = statemachine.KeyVals{"packages": {"bar", "foo"}}
+	j := create(t, s, n)
+	m := outbox(t, b)[0]
+	var body struct {
+		URL string `json:"url"`
+	}
+	if err := json.Unmarshal(m.Body, &body); err != nil || body.URL != "https://taskotron.example.org/execdb/jobs/"+j.UUID.String() {
+		t.Errorf("url: got %q (%v), want the job's page", body.URL, err)
+	}
+	var rpm []string
+	for k, v := range m.Headers {
+		if name, ok := strings.CutPrefix(k, "fedora_messaging_rpm_"); ok && v == "true" {
+			rpm = append(rpm, name)
+		}
+	}
+	slices.Sort(rpm)
+	if !slices.Equal(rpm, []string{"bar", "foo"}) {
+		t.Errorf("package headers: got %v, want bar and foo", rpm)
+	}
+	// Without a base URL there is no url at all.
+	s2, b2 := newStore(t, open)
+	create(t, s2, newJob())
+	if m := outbox(t, b2)[0]; strings.Contains(string(m.Body), `"url"`) {
+		t.Errorf("without a base URL: got %s", m.Body)
 	}
 }
