@@ -159,6 +159,22 @@ func applyStart(job Job, ev Event) Decision {
 		enter(&job, ev.ReceivedAt)
 		return applied(job, prev)
 	case Running:
+		if otherAttempt(job.Runner, s.Runner) {
+			// Another runner took the job over: Buildbot retries a build whose worker was
+			// lost as a new build of the same request, uuid and all. Its start replaces the
+			// lost attempt's runner and start time, and the watchdog counts from it.
+			started := keptTime(s.StartedAt, ev.ReceivedAt, job.CreatedAt, nil)
+			if job.StartedAt != nil && started.Before(*job.StartedAt) {
+				// A start of the lost attempt that arrives after its successor's changes nothing.
+				return Decision{Verdict: Duplicate, Job: job}
+			}
+			prev := job.State
+			job.StartedAt = started
+			job.Runner = overlayRunner(&Runner{}, s.Runner)
+			job.StateEnteredAt = time.Time{}
+			enter(&job, ev.ReceivedAt)
+			return applied(job, prev)
+		}
 		// The same start again: nothing changes but what the job still lacks.
 		runner, filled := fillRunner(job.Runner, s.Runner)
 		if !filled {
@@ -285,6 +301,20 @@ func touch(job *Job, received time.Time) {
 // runnerFields lists the fields of two runners side by side.
 func runnerFields(a, b *Runner) [][2]*string {
 	return [][2]*string{{&a.Name, &b.Name}, {&a.JobID, &b.JobID}, {&a.Worker, &b.Worker}, {&a.URL, &b.URL}}
+}
+
+// otherAttempt reports whether got names another run of the job than have: some field both
+// name differs (another build, another worker).
+func otherAttempt(have, got *Runner) bool {
+	if have == nil || got == nil {
+		return false
+	}
+	for _, f := range runnerFields(have, got) {
+		if *f[0] != "" && *f[1] != "" && *f[0] != *f[1] {
+			return true
+		}
+	}
+	return false
 }
 
 // overlayRunner is have with every field that got sets taken from got: where a later report of

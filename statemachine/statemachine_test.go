@@ -407,3 +407,30 @@ func TestPackages(t *testing.T) {
 		}
 	}
 }
+
+// A start from another runner while the job runs is Buildbot retrying a build whose worker was
+// lost: it replaces the lost attempt's runner and start time, announces the job running again,
+// and restarts the watchdog's count.
+func TestRetriedBuildReplacesTheLostAttempt(t *testing.T) {
+	job := newJob(sm.Running)
+	job.Runner = &sm.Runner{Name: "buildbot", JobID: "all/1", Worker: "w1", URL: "http://bb/1"}
+	retry := sm.Event{Meta: meta(), Start: &sm.Start{Runner: &sm.Runner{Name: "buildbot", JobID: "all/2", Worker: "w2"}}}
+	d := sm.Apply(job, retry)
+	if d.Verdict != sm.Applied || d.Message == nil || d.Message.TopicSuffix != "execdb.job.running" || *d.Message.PreviousState != sm.Running {
+		t.Fatalf("got %s message %+v, want applied and announced running again", d.Verdict, d.Message)
+	}
+	want := sm.Runner{Name: "buildbot", JobID: "all/2", Worker: "w2"}
+	if *d.Job.Runner != want || !d.Job.StartedAt.Equal(meta().ReceivedAt) || !d.Job.StateEnteredAt.Equal(meta().ReceivedAt) {
+		t.Errorf("got runner %+v started %v entered %v, want the retry's", *d.Job.Runner, d.Job.StartedAt, d.Job.StateEnteredAt)
+	}
+	// The retry's start again is a duplicate; the lost attempt's start arriving late changes
+	// nothing either.
+	if again := sm.Apply(d.Job, retry); again.Verdict != sm.Duplicate || again.Changed {
+		t.Errorf("the retry's start again: got %s changed=%v", again.Verdict, again.Changed)
+	}
+	old := sm.Event{Meta: sm.Meta{ReceivedAt: meta().ReceivedAt.Add(time.Minute)},
+		Start: &sm.Start{StartedAt: ptr(t0.Add(time.Minute)), Runner: job.Runner}}
+	if late := sm.Apply(d.Job, old); late.Verdict != sm.Duplicate || late.Changed {
+		t.Errorf("the lost attempt's start after the retry's: got %s changed=%v", late.Verdict, late.Changed)
+	}
+}

@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ var hostileTests = []test{
 	{"TimesStayInOrderWhateverTheArrival", testTimesInOrder},
 	{"LateAndRepeatedBusReportsFillIn", testBusFillIn},
 	{"RejectionsNameTheirJob", testRejectionsNameTheirJob},
+	{"RetriedBuildReplacesTheLostAttempt", testRetriedBuild},
 }
 
 // checkTimes fails unless created_at <= started_at <= finished_at <= updated_at.
@@ -158,5 +160,29 @@ func testRejectionsNameTheirJob(t *testing.T, open Open) {
 	byID := rejectedList(t, b, storage.RejectedQuery{MessageID: "bad-unknown"})
 	if len(byID) != 1 || byID[0].JobUUID == nil || *byID[0].JobUUID != unknown {
 		t.Errorf("rejected by message id: got %s", js(byID))
+	}
+}
+
+// testRetriedBuild: Buildbot retries a build whose worker was lost as a new build with the same
+// uuid; its start replaces the lost attempt's runner and start time, and is announced.
+func testRetriedBuild(t *testing.T, open Open) {
+	s, b := newStore(t, open)
+	j := create(t, s, newJob())
+	apply(t, s, j.UUID, start(nil)) // all/1 on client-1
+	retry := statemachine.Event{Meta: httpMeta("retry"), Start: &statemachine.Start{
+		Runner: &statemachine.Runner{Name: "buildbot", JobID: "all/2", Worker: "client-2", URL: "http://bb/2"}}}
+	res := apply(t, s, j.UUID, retry)
+	got := readBack(t, b, res.Job)
+	if res.Verdict != statemachine.Applied || got.Runner.JobID != "all/2" || got.Runner.Worker != "client-2" || !got.StartedAt.Equal(got.UpdatedAt) {
+		t.Errorf("after the retried build's start: got %s %s", res.Verdict, js(got))
+	}
+	var running int
+	for _, m := range outbox(t, b) {
+		if m.JobUUID == j.UUID && strings.HasSuffix(m.Topic, ".running") {
+			running++
+		}
+	}
+	if running != 2 {
+		t.Errorf("got %d running announcements, want 2", running)
 	}
 }
