@@ -1,6 +1,7 @@
 // Command execdb-bench fills a PostgreSQL database with realistic jobs and measures search and
 // stats latencies through the same Store the HTTP API uses. Its numbers are in
-// docs/performance.md.
+// docs/performance.md. Seeding DELETES every job of the database it is given: it never takes
+// EXECDB_DB, and it refuses a database that has jobs unless given --wipe.
 //
 //	go run ./cmd/execdb-bench --db postgres://postgres@127.0.0.1:5432/bench --jobs 1000000
 package main
@@ -24,24 +25,28 @@ import (
 )
 
 func main() {
-	db := flag.String("db", os.Getenv("EXECDB_DB"), "PostgreSQL URL (postgres://…); its jobs are replaced when --jobs > 0")
-	jobs := flag.Int("jobs", 1_000_000, "jobs to seed; 0 keeps what the database has")
+	db := flag.String("db", "", "PostgreSQL URL (postgres://…) of a database for benchmarks; required, never taken from EXECDB_DB")
+	jobs := flag.Int("jobs", 1_000_000, "jobs to seed, after DELETING every job the database has; 0 keeps what it has")
+	wipe := flag.Bool("wipe", false, "seed even when the database already has jobs: they are DELETED")
 	runs := flag.Int("runs", 30, "runs of each query")
 	explain := flag.Bool("explain", false, "print the plan of each query")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: execdb-bench --db postgres://… [--jobs N] [--runs N] [--explain]\n\n"+
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: execdb-bench --db postgres://… [--jobs N] [--wipe] [--runs N] [--explain]\n\n"+
 			"Seeds N realistic jobs (skewed tasks, states, crash causes and keyvals over 90 days)\n"+
-			"and reports p50/p99 latencies of typical searches and stats.\n\n")
+			"and reports p50/p99 latencies of typical searches and stats.\n\n"+
+			"Seeding DELETES every job, history entry and outbox message of the database. Give it a\n"+
+			"database of its own: it refuses one that has jobs unless given --wipe.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
 	if *db == "" {
+		fmt.Fprintln(os.Stderr, "execdb-bench: --db is required (it is never taken from EXECDB_DB: seeding deletes the database's jobs)")
 		flag.Usage()
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *db, *jobs, *runs, *explain); err != nil {
+	if err := run(ctx, *db, *jobs, *wipe, *runs, *explain); err != nil {
 		fmt.Fprintln(os.Stderr, "execdb-bench:", err)
 		os.Exit(1)
 	}
@@ -49,7 +54,7 @@ func main() {
 
 var now = time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
 
-func run(ctx context.Context, db string, jobs, runs int, explain bool) error {
+func run(ctx context.Context, db string, jobs int, wipe bool, runs int, explain bool) error {
 	b, err := postgres.Open(ctx, db)
 	if err != nil {
 		return err
@@ -59,6 +64,13 @@ func run(ctx context.Context, db string, jobs, runs int, explain bool) error {
 		return err
 	}
 	if jobs > 0 {
+		var have int64
+		if err := b.Pool().QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM jobs LIMIT 1) j`).Scan(&have); err != nil {
+			return err
+		}
+		if have > 0 && !wipe {
+			return fmt.Errorf("%s has jobs, and seeding would delete them all; give --wipe if that is what you want, or --jobs 0 to measure what it has", redact(db))
+		}
 		start := time.Now()
 		if err := seed(ctx, b, jobs); err != nil {
 			return fmt.Errorf("seed: %w", err)
@@ -172,7 +184,7 @@ var (
 // seed replaces the database's jobs with n new ones, written with COPY.
 func seed(ctx context.Context, b *postgres.Backend, n int) error {
 	pool := b.Pool()
-	if _, err := pool.Exec(ctx, `TRUNCATE jobs, job_data, crash_keyvals, job_events, outbox`); err != nil {
+	if _, err := pool.Exec(ctx, `TRUNCATE jobs, job_data, crash_keyvals, job_events, outbox, rejected_messages, parked_events`); err != nil {
 		return err
 	}
 	r := rand.New(rand.NewPCG(1, 2))
@@ -215,16 +227,22 @@ func seed(ctx context.Context, b *postgres.Backend, n int) error {
 					kvRows = append(kvRows, []any{id, "reason", 0, []string{"OOM", "FORMULA_PARSING", "DIRECTIVE_CRASHED"}[pick(r, []float64{40, 30, 30})]})
 				}
 			}
+			last := created // updated_at and state_entered_at: when the job entered its state
+			for _, t := range []*time.Time{started, finished} {
+				if t != nil {
+					last = *t
+				}
+			}
 			jobRows = append(jobRows, []any{id, state, tasks[pick(r, taskWeights)], item,
 				[]string{"koji_build", "bodhi_update", "compose"}[pick(r, []float64{70, 28, 2})],
-				arches[pick(r, archWeights)], id.String(), created, started, finished, created, notify, cause, fatal})
+				arches[pick(r, archWeights)], id.String(), created, started, finished, last, last, notify, cause, fatal})
 			dataRows = append(dataRows, []any{id, "koji_tag", 0, tags[pick(r, []float64{40, 25, 20, 10, 5})]})
 			if r.IntN(10) == 0 {
 				dataRows = append(dataRows, []any{id, "critpath_pkgs", 0, pkg}, []any{id, "critpath_pkgs", 1, "glibc"})
 			}
 		}
 		if _, err := pool.CopyFrom(ctx, pgx.Identifier{"jobs"}, []string{"uuid", "state", "taskname", "item", "item_type", "arch",
-			"request_id", "created_at", "started_at", "finished_at", "updated_at", "crash_notify", "crash_cause", "crash_fatal"}, pgx.CopyFromRows(jobRows)); err != nil {
+			"request_id", "created_at", "started_at", "finished_at", "updated_at", "state_entered_at", "crash_notify", "crash_cause", "crash_fatal"}, pgx.CopyFromRows(jobRows)); err != nil {
 			return err
 		}
 		for table, rows := range map[string][][]any{"job_data": dataRows, "crash_keyvals": kvRows} {
@@ -235,4 +253,13 @@ func seed(ctx context.Context, b *postgres.Backend, n int) error {
 	}
 	_, err := pool.Exec(ctx, `ANALYZE jobs, job_data, crash_keyvals`)
 	return err
+}
+
+// redact hides the password of a database URL.
+func redact(db string) string {
+	u, err := url.Parse(db)
+	if err != nil {
+		return "the database"
+	}
+	return u.Redacted()
 }
