@@ -24,9 +24,9 @@ type Check func(ctx context.Context) error
 // Config configures the API. The zero value serves with no tokens (writes from loopback only),
 // a no-op logger and a private metrics registry.
 type Config struct {
-	// Tokens maps each accepted bearer token to its name, recorded with every write. Empty
-	// means writes are accepted from loopback addresses only.
-	Tokens map[string]string
+	// Tokens maps each accepted bearer token to its name, recorded with every write, and its
+	// scopes. Empty means writes are accepted from loopback addresses only, and only directly.
+	Tokens map[string]Token
 	// Logger receives one line per write and every internal error.
 	Logger *zap.Logger
 	// Registry is where metrics are registered and what /metrics serves.
@@ -35,10 +35,13 @@ type Config struct {
 	Jobs *metrics.Jobs
 	// Checks are what /readyz asks besides the database, by name (e.g. "amqp").
 	Checks map[string]Check
+	// Version is what /healthz tells of the running build (version, commit).
+	Version map[string]string
 }
 
 // API serves the HTTP API over a store.
 type API struct {
+	version  map[string]string
 	store    *storage.Store
 	auth     *authenticator
 	log      *zap.Logger
@@ -51,7 +54,8 @@ type API struct {
 
 // New returns the API over store.
 func New(store *storage.Store, cfg Config) *API {
-	a := &API{store: store, auth: newAuthenticator(cfg.Tokens), log: cfg.Logger, registry: cfg.Registry, jobs: cfg.Jobs, checks: cfg.Checks}
+	a := &API{store: store, auth: newAuthenticator(cfg.Tokens), log: cfg.Logger, registry: cfg.Registry, jobs: cfg.Jobs, checks: cfg.Checks,
+		version: cfg.Version}
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}
@@ -77,16 +81,16 @@ func New(store *storage.Store, cfg Config) *API {
 // Handler returns the HTTP handler with every route.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/v1/jobs", a.write(a.createJob))
+	mux.HandleFunc("POST /api/v1/jobs", a.write(ScopeTrigger, a.createJob))
 	mux.HandleFunc("GET /api/v1/jobs/{uuid}", a.getJob)
-	mux.HandleFunc("POST /api/v1/jobs/{uuid}/start", a.write(a.startJob))
-	mux.HandleFunc("POST /api/v1/jobs/{uuid}/finish", a.write(a.finishJob))
+	mux.HandleFunc("POST /api/v1/jobs/{uuid}/start", a.write(ScopeRunner, a.startJob))
+	mux.HandleFunc("POST /api/v1/jobs/{uuid}/finish", a.write(ScopeRunner, a.finishJob))
 	mux.HandleFunc("GET /api/v1/jobs/{uuid}/events", a.jobEvents)
 	mux.HandleFunc("GET /api/v1/jobs", a.searchJobs)
 	mux.HandleFunc("GET /api/v1/stats", a.stats)
 	mux.HandleFunc("GET /api/v1/rejected", a.listRejected)
-	mux.HandleFunc("POST /api/v1/jobs/{uuid}/reschedule", a.write(a.rescheduleJob))
-	mux.HandleFunc("POST /api/v1/reschedule", a.write(a.rescheduleBulk))
+	mux.HandleFunc("POST /api/v1/jobs/{uuid}/reschedule", a.write(ScopeAdmin, a.rescheduleJob))
+	mux.HandleFunc("POST /api/v1/reschedule", a.write(ScopeAdmin, a.rescheduleBulk))
 	mux.HandleFunc("GET /api/v1/stats/retries", a.retryStats)
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
@@ -122,8 +126,13 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
+// healthz answers 200 while the process serves HTTP, with the build it runs.
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	body := map[string]string{"status": "ok"}
+	for k, v := range a.version {
+		body[k] = v
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // readyz answers 200 when the database and every configured bus answer, 503 otherwise, with

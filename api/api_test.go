@@ -258,7 +258,7 @@ func TestLateAndConflict(t *testing.T) {
 }
 
 func TestTokens(t *testing.T) {
-	cfg := api.Config{Tokens: map[string]string{"s3cret": "buildbot"}}
+	cfg := api.Config{Tokens: map[string]api.Token{"s3cret": {Name: "buildbot"}}}
 	forEachBackend(t, cfg, func(t *testing.T, c *client) {
 		r := c.do("POST", "/api/v1/jobs", trigger)
 		expectStatus(t, r, 401)

@@ -19,12 +19,12 @@ type writeRequest struct {
 	meta statemachine.Meta
 }
 
-// write wraps a write handler: it authenticates, reads the body (413 above MaxBodyBytes) and
-// names the request with X-Request-ID (echoed back; generated when absent), which becomes the
-// message id in the job's history.
-func (a *API) write(h func(w http.ResponseWriter, r *http.Request, req writeRequest) error) http.HandlerFunc {
+// write wraps a write handler that needs scope: it authenticates, reads the body (413 above
+// MaxBodyBytes) and names the request with X-Request-ID (echoed back; generated when absent),
+// which becomes the message id in the job's history.
+func (a *API) write(scope Scope, h func(w http.ResponseWriter, r *http.Request, req writeRequest) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		actor, herr := a.auth.identify(r)
+		actor, herr := a.auth.identify(r, scope)
 		if herr != nil {
 			writeError(w, herr)
 			return

@@ -70,7 +70,7 @@ func (c *client) events(path string) []storage.HistoryEntry {
 }
 
 func TestRescheduleOne(t *testing.T) {
-	cfg := api.Config{Tokens: map[string]string{"s3cret": "alice"}}
+	cfg := api.Config{Tokens: map[string]api.Token{"s3cret": {Name: "alice"}}}
 	forEachBackend(t, cfg, func(t *testing.T, c *client) {
 		c.token = "s3cret"
 		parent := c.crashed(trigger, `{"notify":"taskotron","cause":"minion","keyvals":{"step":"MINION_CREATION"}}`)

@@ -110,9 +110,9 @@ func Start(opts Options) (s *Server, err error) {
 		backend.Close()
 		return nil, fmt.Errorf("migrate database: %w", err)
 	}
-	var tokens map[string]string
+	var tokens map[string]api.Token
 	if opts.Token != "" {
-		tokens = map[string]string{opts.Token: TokenName}
+		tokens = map[string]api.Token{opts.Token: {Name: TokenName}}
 	}
 	s.backend = backend
 	s.Store = storage.New(backend, storage.Config{})

@@ -67,7 +67,7 @@ func startBus(ctx context.Context, d busDeps) (*busRuntime, error) {
 		}
 	}
 	var sources []source
-	if endpoints := splitList(cfg.FedmsgConnect); len(endpoints) > 0 {
+	if endpoints := cfg.FedmsgConnect; len(endpoints) > 0 {
 		sub, err := fedmsg.NewSubscriber(fedmsg.SubscriberConfig{Endpoints: endpoints, Topics: topics,
 			Log: log.With(zap.String("component", "fedmsg")), MaxBodyBytes: consumer.MaxBodyBytes})
 		if err != nil {

@@ -5,15 +5,26 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fedora-qa/execdb/api"
+	"github.com/fedora-qa/execdb/storage"
+	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap/zapcore"
 )
 
 // serveConfig is every setting of `execdb serve`. Each has a flag and an EXECDB_* variable
-// (CONTRACT section 7); the flag wins over the variable, the variable over the default.
+// (CONTRACT section 7); the flag wins over the variable, the variable over the default. Every
+// setting is checked as it is read (parseServeConfig), before serve opens anything.
 type serveConfig struct {
 	DB              string
 	Listen          string
@@ -21,16 +32,20 @@ type serveConfig struct {
 	AMQPURL         string
 	AMQPExchange    string
 	AMQPQueue       string
-	FedmsgConnect   string
+	FedmsgConnect   []string
 	FedmsgBind      string
 	TokensFile      string
+	Tokens          map[string]api.Token // read from TokensFile; empty without one
 	ParkTTL         time.Duration
 	RunTimeout      time.Duration
 	ScheduleTimeout time.Duration
 	AutoReschedule  int
 	RescheduleDelay time.Duration
 	LogFormat       string
+	LogLevel        zapcore.Level
 	BaseURL         string
+	ResultsDBURL    string
+	Retention       storage.Retention
 }
 
 // setting describes one flag of serve or migrate.
@@ -54,17 +69,90 @@ func durationSetting(flagName, env, def, help string, field func(*serveConfig) *
 	}}
 }
 
+// topicPrefixPattern is a topic prefix: dot-separated words, as fedmsg and AMQP topic
+// routing keys have them (no wildcards, no spaces).
+var topicPrefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+
+// amqpNamePattern is an exchange or queue name ExecDB accepts: AMQP allows more, but a name
+// with spaces or control characters is a mistake rather than a wish.
+var amqpNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.:/-]{1,255}$`)
+
 func settings() []setting {
 	return []setting{
-		stringSetting("db", "EXECDB_DB", "sqlite:execdb.db", "database: postgres://… or sqlite:PATH", func(c *serveConfig) *string { return &c.DB }),
-		stringSetting("listen", "EXECDB_LISTEN", "127.0.0.1:5003", "HTTP address to listen on", func(c *serveConfig) *string { return &c.Listen }),
-		stringSetting("topic-prefix", "EXECDB_TOPIC_PREFIX", "org.fedoraproject.dev", "prefix of every topic in and out", func(c *serveConfig) *string { return &c.TopicPrefix }),
-		stringSetting("amqp-url", "EXECDB_AMQP_URL", "", "AMQP broker to consume from and publish to (unset: no AMQP)", func(c *serveConfig) *string { return &c.AMQPURL }),
-		stringSetting("amqp-exchange", "EXECDB_AMQP_EXCHANGE", "amq.topic", "AMQP exchange for both directions", func(c *serveConfig) *string { return &c.AMQPExchange }),
-		stringSetting("amqp-queue", "EXECDB_AMQP_QUEUE", "execdb", "ExecDB's own durable AMQP queue", func(c *serveConfig) *string { return &c.AMQPQueue }),
-		stringSetting("fedmsg-connect", "EXECDB_FEDMSG_CONNECT", "", "comma-separated ZeroMQ endpoints to subscribe to", func(c *serveConfig) *string { return &c.FedmsgConnect }),
-		stringSetting("fedmsg-bind", "EXECDB_FEDMSG_BIND", "", "ZeroMQ endpoint to publish job-state messages on", func(c *serveConfig) *string { return &c.FedmsgBind }),
-		stringSetting("tokens-file", "EXECDB_TOKENS_FILE", "", "file of name:token lines; unset: writes from loopback only", func(c *serveConfig) *string { return &c.TokensFile }),
+		{"db", "EXECDB_DB", "sqlite:execdb.db", "database: postgres://… or sqlite:PATH", func(c *serveConfig, v string) error {
+			if err := checkDB(v); err != nil {
+				return err
+			}
+			c.DB = v
+			return nil
+		}},
+		{"listen", "EXECDB_LISTEN", "127.0.0.1:5003", "HTTP address to listen on, HOST:PORT", func(c *serveConfig, v string) error {
+			_, port, err := net.SplitHostPort(v)
+			if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+				return fmt.Errorf("want HOST:PORT such as 127.0.0.1:5003 or :5003, got %q", v)
+			}
+			c.Listen = v
+			return nil
+		}},
+		{"topic-prefix", "EXECDB_TOPIC_PREFIX", "org.fedoraproject.dev", "prefix of every topic in and out", func(c *serveConfig, v string) error {
+			if !topicPrefixPattern.MatchString(v) {
+				return fmt.Errorf("want dot-separated words of letters, digits, _ and - (no spaces, * or #), e.g. org.fedoraproject.prod, got %q", v)
+			}
+			c.TopicPrefix = v
+			return nil
+		}},
+		{"amqp-url", "EXECDB_AMQP_URL", "", "AMQP broker to consume from and publish to, amqp:// or amqps:// (unset: no AMQP)", func(c *serveConfig, v string) error {
+			if v == "" {
+				return nil
+			}
+			u, err := amqp.ParseURI(v)
+			if err != nil || u.Host == "" {
+				return fmt.Errorf("want amqp://user:password@host:5672/vhost or amqps://…, got %q", redactURL(v))
+			}
+			c.AMQPURL = v
+			return nil
+		}},
+		{"amqp-exchange", "EXECDB_AMQP_EXCHANGE", "amq.topic", "AMQP topic exchange for both directions", func(c *serveConfig, v string) error {
+			if !amqpNamePattern.MatchString(v) {
+				return fmt.Errorf("want an exchange name of letters, digits and _ . : / -, got %q", v)
+			}
+			c.AMQPExchange = v
+			return nil
+		}},
+		{"amqp-queue", "EXECDB_AMQP_QUEUE", "execdb", "ExecDB's own durable AMQP queue", func(c *serveConfig, v string) error {
+			if !amqpNamePattern.MatchString(v) || strings.HasPrefix(v, "amq.") {
+				return fmt.Errorf("want a queue name of letters, digits and _ . : / -, not starting with amq., got %q", v)
+			}
+			c.AMQPQueue = v
+			return nil
+		}},
+		{"fedmsg-connect", "EXECDB_FEDMSG_CONNECT", "", "comma-separated ZeroMQ endpoints to subscribe to, e.g. tcp://hub.example.org:9940", func(c *serveConfig, v string) error {
+			c.FedmsgConnect = nil
+			for _, ep := range splitList(v) {
+				if err := checkEndpoint(ep, false); err != nil {
+					return err
+				}
+				c.FedmsgConnect = append(c.FedmsgConnect, ep)
+			}
+			return nil
+		}},
+		{"fedmsg-bind", "EXECDB_FEDMSG_BIND", "", "ZeroMQ endpoint to publish job-state messages on, e.g. tcp://*:3000", func(c *serveConfig, v string) error {
+			if v != "" {
+				if err := checkEndpoint(v, true); err != nil {
+					return err
+				}
+			}
+			c.FedmsgBind = v
+			return nil
+		}},
+		{"tokens-file", "EXECDB_TOKENS_FILE", "", "file of name:token[:scope,…] lines; unset: writes from loopback only", func(c *serveConfig, v string) error {
+			tokens, err := loadTokens(v)
+			if err != nil {
+				return err
+			}
+			c.TokensFile, c.Tokens = v, tokens
+			return nil
+		}},
 		durationSetting("park-ttl", "EXECDB_PARK_TTL", "1h", "how long a message for an unknown job waits for it", func(c *serveConfig) *time.Duration { return &c.ParkTTL }),
 		durationSetting("run-timeout", "EXECDB_RUN_TIMEOUT", "3h", "RUNNING longer than this: the watchdog crashes the job", func(c *serveConfig) *time.Duration { return &c.RunTimeout }),
 		durationSetting("schedule-timeout", "EXECDB_SCHEDULE_TIMEOUT", "24h", "SCHEDULED longer than this: the watchdog crashes the job", func(c *serveConfig) *time.Duration { return &c.ScheduleTimeout }),
@@ -77,16 +165,23 @@ func settings() []setting {
 			return nil
 		}},
 		durationSetting("reschedule-delay", "EXECDB_RESCHEDULE_DELAY", "30s", "wait before the first automatic reschedule of a crash; doubles with each further attempt", func(c *serveConfig) *time.Duration { return &c.RescheduleDelay }),
-		{"base-url", "EXECDB_BASE_URL", "", "public URL ExecDB is served under, e.g. https://taskotron.example.org/execdb, for links in messages and pages", func(c *serveConfig, v string) error {
-			if v == "" {
-				return nil
+		{"retention", "EXECDB_RETENTION", "", "what serve prunes, and after how long, e.g. FINISHED=90d,CRASHED=365d,rejected=30d (unset: keep all)", func(c *serveConfig, v string) error {
+			r, err := storage.ParseRetention(v)
+			if err != nil {
+				return err
 			}
-			u, err := url.Parse(v)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-				return fmt.Errorf("want an absolute http:// or https:// URL without query, e.g. https://taskotron.example.org/execdb, got %q", v)
-			}
-			c.BaseURL = strings.TrimRight(v, "/")
+			c.Retention = r
 			return nil
+		}},
+		{"base-url", "EXECDB_BASE_URL", "", "public URL ExecDB is served under, e.g. https://taskotron.example.org/execdb, for links in messages and pages", func(c *serveConfig, v string) error {
+			u, err := checkHTTPURL(v)
+			c.BaseURL = u
+			return err
+		}},
+		{"resultsdb-url", "EXECDB_RESULTSDB_URL", "", "ResultsDB API base, e.g. https://taskotron.example.org/resultsdb_api/api/v2.0, for links to a job's results", func(c *serveConfig, v string) error {
+			u, err := checkHTTPURL(v)
+			c.ResultsDBURL = u
+			return err
 		}},
 		{"log-format", "EXECDB_LOG_FORMAT", "json", "log format: json or console", func(c *serveConfig, v string) error {
 			if v != "json" && v != "console" {
@@ -95,11 +190,96 @@ func settings() []setting {
 			c.LogFormat = v
 			return nil
 		}},
+		{"log-level", "EXECDB_LOG_LEVEL", "info", "least important level logged: debug, info, warn or error", func(c *serveConfig, v string) error {
+			l, err := zapcore.ParseLevel(v)
+			if err != nil || !slices.Contains([]string{"debug", "info", "warn", "error"}, v) {
+				return fmt.Errorf("want debug, info, warn or error, got %q", v)
+			}
+			c.LogLevel = l
+			return nil
+		}},
 	}
 }
 
+// checkDB checks an EXECDB_DB value without connecting: a PostgreSQL URL pgx can parse, or
+// sqlite:PATH whose directory exists.
+func checkDB(v string) error {
+	switch {
+	case strings.HasPrefix(v, "postgres://"), strings.HasPrefix(v, "postgresql://"):
+		if _, err := pgxpool.ParseConfig(v); err != nil {
+			return fmt.Errorf("not a PostgreSQL URL pgx understands: %s: %v", redactURL(v), errors.Unwrap(err))
+		}
+	case strings.HasPrefix(v, "sqlite:"):
+		path := strings.TrimPrefix(v, "sqlite:")
+		if path == "" {
+			return errors.New("sqlite: needs a path, e.g. sqlite:execdb.db")
+		}
+		if info, err := os.Stat(filepath.Dir(path)); err != nil || !info.IsDir() {
+			return fmt.Errorf("the directory of %s does not exist", path)
+		}
+	default:
+		return fmt.Errorf("want postgres://… or sqlite:PATH, got %q", redactURL(v))
+	}
+	return nil
+}
+
+// checkEndpoint checks a ZeroMQ endpoint: tcp://HOST:PORT (a bind may use * as the host) or
+// ipc://PATH.
+func checkEndpoint(ep string, bind bool) error {
+	scheme, addr, ok := strings.Cut(ep, "://")
+	switch {
+	case !ok:
+		return fmt.Errorf("%q: want tcp://HOST:PORT or ipc://PATH (the scheme is missing)", ep)
+	case scheme == "ipc" && addr != "":
+		return nil
+	case scheme == "tcp":
+		host, port, err := net.SplitHostPort(addr)
+		n, perr := strconv.Atoi(port)
+		if err != nil || perr != nil || n < 0 || n > 65535 || host == "" || (host == "*" && !bind) {
+			return fmt.Errorf("%q: want tcp://HOST:PORT", ep)
+		}
+		return nil
+	}
+	return fmt.Errorf("%q: want tcp://HOST:PORT or ipc://PATH", ep)
+}
+
+// checkHTTPURL checks an absolute http:// or https:// URL without query or fragment and returns
+// it without a trailing slash; "" is no URL.
+func checkHTTPURL(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("want an absolute http:// or https:// URL without a query, got %q", v)
+	}
+	return strings.TrimRight(v, "/"), nil
+}
+
+// loadTokens reads a tokens file (api.ParseTokens); no file gives no tokens, a file without
+// any is an error (it would silently refuse every write from elsewhere).
+func loadTokens(path string) (map[string]api.Token, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tokens, err := api.ParseTokens(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("%s holds no tokens; add name:token lines, or unset it to accept writes from loopback only", path)
+	}
+	return tokens, nil
+}
+
 // parseServeConfig reads the settings named in only (all when empty) from args and the
-// environment. It returns errUsage after printing help or a usage error to stderr.
+// environment and checks each; a bad one is a usage error naming its variable and flag. It
+// returns errUsage after printing help or a usage error to stderr.
 func parseServeConfig(name, synopsis string, args []string, e env, only ...string) (serveConfig, error) {
 	var cfg serveConfig
 	fs := flag.NewFlagSet("execdb "+name, flag.ContinueOnError)
@@ -125,6 +305,8 @@ func parseServeConfig(name, synopsis string, args []string, e env, only ...strin
 			}
 			fmt.Fprintf(w, "  --%-17s %-24s %s%s\n", s.flag, s.env, s.help, def)
 		}
+		fmt.Fprintln(w, "\nA flag wins over its variable. Every setting is checked before anything starts: a bad one")
+		fmt.Fprintln(w, "exits with status 2 naming it.")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -148,15 +330,15 @@ func parseServeConfig(name, synopsis string, args []string, e env, only ...strin
 			}
 			continue
 		}
-		v, from := s.def, "default"
+		v, from := s.def, "the default"
 		if ev := e.getenv(s.env); ev != "" {
-			v, from = ev, s.env
+			v, from = ev, "the environment"
 		}
 		if explicit[s.flag] {
-			v, from = *values[s.flag], "--"+s.flag
+			v, from = *values[s.flag], "the command line"
 		}
 		if err := s.set(&cfg, v); err != nil {
-			fmt.Fprintf(e.stderr, "execdb %s: %s: %v\n", name, from, err)
+			fmt.Fprintf(e.stderr, "execdb %s: %s (--%s), from %s: %v\n", name, s.env, s.flag, from, err)
 			return cfg, errUsage
 		}
 	}
@@ -176,4 +358,12 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// redactURL hides a password in a URL for messages and logs.
+func redactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return raw
 }

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
+	"context"
+	"database/sql"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +18,8 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/storage/postgres"
+	_ "modernc.org/sqlite"
 )
 
 // End-to-end tests of the execdb binary: built once, run as a separate process, driven over
@@ -82,7 +87,13 @@ func (s *syncBuffer) String() string {
 // until it answers.
 func startServer(t *testing.T, db string, extra ...string) *server {
 	t.Helper()
-	args := append([]string{"serve", "--db", db, "--listen", "127.0.0.1:0"}, extra...)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	args := append([]string{"serve", "--db", db, "--listen", listen}, extra...)
 	cmd := exec.Command(execdbBinary(t), args...)
 	cmd.Env = append(os.Environ(), "EXECDB_LOG_FORMAT=json")
 	stderr, err := cmd.StderrPipe()
@@ -92,20 +103,11 @@ func startServer(t *testing.T, db string, extra ...string) *server {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
-	addr := make(chan string, 1)
+	s := &server{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1), url: "http://" + listen}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			line := sc.Text()
-			s.logs.Write([]byte(line + "\n"))
-			var entry struct {
-				Msg  string `json:"msg"`
-				Addr string `json:"addr"`
-			}
-			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "listening" {
-				addr <- entry.Addr
-			}
+			s.logs.Write([]byte(sc.Text() + "\n"))
 		}
 		io.Copy(io.Discard, stderr)
 	}()
@@ -116,15 +118,20 @@ func startServer(t *testing.T, db string, extra ...string) *server {
 			<-s.done
 		}
 	})
-	select {
-	case a := <-addr:
-		s.url = "http://" + a
-	case err := <-s.done:
-		t.Fatalf("execdb serve exited: %v\n%s", err, s.logs)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("execdb serve did not start listening\n%s", s.logs)
+	deadline := time.After(60 * time.Second)
+	for {
+		if resp, err := http.Get(s.url + "/healthz"); err == nil {
+			resp.Body.Close()
+			return s
+		}
+		select {
+		case err := <-s.done:
+			t.Fatalf("execdb serve exited: %v\n%s", err, s.logs)
+		case <-deadline:
+			t.Fatalf("execdb serve did not start listening\n%s", s.logs)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	return s
 }
 
 func (s *server) kill9(t *testing.T) {
@@ -228,12 +235,20 @@ func TestServeShutsDownOnSIGTERM(t *testing.T) {
 	}
 }
 
+// TestServeConfigErrors: every setting is checked before serve opens anything, and a bad one
+// exits 2 naming its variable and its flag; the port is not even bound, so a busy port does
+// not hide a bad setting.
 func TestServeConfigErrors(t *testing.T) {
 	bin := execdbBinary(t)
 	emptyTokens := filepath.Join(t.TempDir(), "tokens")
 	if err := os.WriteFile(emptyTokens, []byte("# buildbot:change-me\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
 	cases := []struct {
 		args   []string
 		env    string
@@ -242,13 +257,30 @@ func TestServeConfigErrors(t *testing.T) {
 	}{
 		{[]string{"serve", "--help"}, "", 0, "EXECDB_RUN_TIMEOUT"},
 		{[]string{"migrate", "--help"}, "", 0, "EXECDB_DB"},
-		{[]string{"serve", "--run-timeout", "soon"}, "", 2, "--run-timeout"},
+		{[]string{"serve", "--run-timeout", "soon"}, "", 2, "EXECDB_RUN_TIMEOUT (--run-timeout)"},
 		{[]string{"serve", "--log-format", "xml"}, "", 2, "json or console"},
-		{[]string{"serve"}, "EXECDB_AUTO_RESCHEDULE=-1", 2, "EXECDB_AUTO_RESCHEDULE"},
-		{[]string{"serve", "--db", "mysql://x"}, "", 1, "postgres://"},
+		{[]string{"serve", "--log-level", "loud"}, "", 2, "EXECDB_LOG_LEVEL (--log-level)"},
+		{[]string{"serve"}, "EXECDB_AUTO_RESCHEDULE=-1", 2, "EXECDB_AUTO_RESCHEDULE (--auto-reschedule), from the environment"},
+		{[]string{"serve", "--db", "mysql://x", "--listen", busy.Addr().String()}, "", 2, "EXECDB_DB (--db)"},
+		{[]string{"serve", "--db", "postgres://u:secret@host:notaport/db"}, "", 2, "EXECDB_DB (--db)"},
+		{[]string{"serve", "--db", "sqlite:/no/such/dir/execdb.db"}, "", 2, "does not exist"},
+		{[]string{"serve", "--amqp-url", "http://x"}, "", 2, "EXECDB_AMQP_URL (--amqp-url)"},
+		{[]string{"serve", "--fedmsg-connect", "hub.example.org:9940"}, "", 2, "EXECDB_FEDMSG_CONNECT (--fedmsg-connect)"},
+		{[]string{"serve", "--fedmsg-connect", "tcp://a:1,tcp://*:2"}, "", 2, `"tcp://*:2"`},
+		{[]string{"serve", "--fedmsg-bind", "*:3000"}, "", 2, "EXECDB_FEDMSG_BIND (--fedmsg-bind)"},
+		{[]string{"serve", "--topic-prefix", "bad prefix#"}, "", 2, "EXECDB_TOPIC_PREFIX (--topic-prefix)"},
+		{[]string{"serve", "--amqp-queue", "amq.mine"}, "", 2, "EXECDB_AMQP_QUEUE (--amqp-queue)"},
+		{[]string{"serve", "--listen", "5003"}, "", 2, "EXECDB_LISTEN (--listen)"},
+		{[]string{"serve", "--base-url", "taskotron.example.org/execdb"}, "", 2, "EXECDB_BASE_URL (--base-url)"},
+		{[]string{"serve", "--resultsdb-url", "ftp://x"}, "", 2, "EXECDB_RESULTSDB_URL (--resultsdb-url)"},
+		{[]string{"serve", "--retention", "FINISHED=90"}, "", 2, "EXECDB_RETENTION (--retention)"},
 		{[]string{"serve", "extra"}, "", 2, "unexpected argument"},
-		{[]string{"serve", "--tokens-file", emptyTokens, "--db", "sqlite:never.db"}, "", 1, "holds no tokens"},
+		{[]string{"serve", "--tokens-file", emptyTokens}, "", 2, "holds no tokens"},
+		{[]string{"serve", "--tokens-file", "/no/such/tokens"}, "", 2, "EXECDB_TOKENS_FILE (--tokens-file)"},
+		{[]string{"serve", "--listen", busy.Addr().String()}, "", 1, "EXECDB_LISTEN"},
 		{[]string{"frobnicate"}, "", 2, "unknown command"},
+		{[]string{"--version"}, "", 0, "execdb "},
+		{[]string{"version"}, "", 0, "commit"},
 	}
 	for _, tc := range cases {
 		cmd := exec.Command(bin, tc.args...)
@@ -273,5 +305,62 @@ func TestMigrate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDatabaseFromTheFuture: a database a newer execdb migrated is refused by serve and
+// migrate, with exit status 1 and both schema versions named.
+func TestDatabaseFromTheFuture(t *testing.T) {
+	for name, db := range databases(t) {
+		t.Run(name, func(t *testing.T) {
+			dsn := db(t)
+			if out, err := exec.Command(execdbBinary(t), "migrate", "--db", dsn).CombinedOutput(); err != nil {
+				t.Fatalf("migrate: %v\n%s", err, out)
+			}
+			future := `INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, '0999_future.sql', '2030-01-01T00:00:00.000000Z')`
+			if name == "postgres" {
+				b := testenv.Postgres(t, dsn).(*postgres.Backend)
+				if _, err := b.Pool().Exec(context.Background(), `INSERT INTO schema_migrations (version, name) VALUES (999, '0999_future.sql')`); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				sqldb, err := sql.Open("sqlite", strings.TrimPrefix(dsn, "sqlite:"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := sqldb.Exec(future); err != nil {
+					t.Fatal(err)
+				}
+				sqldb.Close()
+			}
+			for _, args := range [][]string{{"migrate", "--db", dsn}, {"serve", "--db", dsn, "--listen", "127.0.0.1:0"}} {
+				cmd := exec.Command(execdbBinary(t), args...)
+				out, _ := cmd.CombinedOutput()
+				if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "version 999") ||
+					!regexp.MustCompile(`this execdb knows \(version \d+\)`).Match(out) {
+					t.Errorf("execdb %s: got exit %d\n%s\nwant exit 1 naming version 999 and the binary's", args[0], code, out)
+				}
+			}
+		})
+	}
+}
+
+// TestServeTellsItsVersion: the version is in the start-up log line, /healthz and a metric;
+// --log-level warn keeps info lines out.
+func TestServeTellsItsVersion(t *testing.T) {
+	s := startServer(t, "sqlite:"+filepath.Join(t.TempDir(), "execdb.db"))
+	if !strings.Contains(s.logs.String(), `"msg":"execdb starting","version":`) {
+		t.Errorf("the start-up log line lacks the version:\n%s", s.logs)
+	}
+	if _, body := httpDo(t, "GET", s.url+"/healthz", ""); !strings.Contains(body, `"version":`) || !strings.Contains(body, `"commit":`) {
+		t.Errorf("healthz: got %s", body)
+	}
+	if _, body := httpDo(t, "GET", s.url+"/metrics", ""); !strings.Contains(body, "execdb_build_info{commit=") {
+		t.Errorf("metrics lack execdb_build_info")
+	}
+	quiet := startServer(t, "sqlite:"+filepath.Join(t.TempDir(), "execdb.db"), "--log-level", "warn")
+	httpDo(t, "POST", quiet.url+"/api/v1/jobs", `{"taskname":"t","item":"i","item_type":"k"}`)
+	if strings.Contains(quiet.logs.String(), `"level":"info"`) {
+		t.Errorf("--log-level warn logged info lines:\n%s", quiet.logs)
 	}
 }

@@ -40,6 +40,7 @@ func commands() []command {
 		{"jobs", "search jobs", cmdJobs},
 		{"stats", "counts, rates and durations of jobs", cmdStats},
 		{"reschedule", "reschedule crashed jobs matching filters", cmdReschedule},
+		{"version", "print the version", cmdVersion},
 	}
 }
 
@@ -65,6 +66,10 @@ func dispatch(ctx context.Context, prog, what string, cmds []command, usage func
 	case "-h", "-help", "--help", "help":
 		usage(e.stdout)
 		return exitOK
+	case "--version", "-version":
+		if prog == "execdb" {
+			return cmdVersion(ctx, args[1:], e)
+		}
 	}
 	for _, c := range cmds {
 		if c.name == args[0] {

@@ -355,9 +355,13 @@ func eventCount(t *testing.T, base string, j statemachine.Job, kind string) int 
 }
 
 // rescheduleServer is a real API on SQLite for the command's tests.
-func rescheduleServer(t *testing.T, tokens map[string]string) (*storage.Store, map[string]string) {
+func rescheduleServer(t *testing.T, names map[string]string) (*storage.Store, map[string]string) {
 	t.Helper()
 	store := storage.New(testenv.SQLite(t, ""), storage.Config{})
+	tokens := map[string]api.Token{}
+	for token, name := range names {
+		tokens[token] = api.Token{Name: name}
+	}
 	srv := httptest.NewServer(api.New(store, api.Config{Tokens: tokens}).Handler())
 	t.Cleanup(srv.Close)
 	vars := map[string]string{"EXECDB_SERVER": srv.URL, "EXECDB_TIMEOUT": "10s"}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -30,7 +29,7 @@ func cmdServe(ctx context.Context, args []string, e env) int {
 	if err != nil {
 		return exitCodeFor(err)
 	}
-	log, err := newLogger(cfg.LogFormat)
+	log, err := newLogger(cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "execdb serve: %v\n", err)
 		return exitRefused
@@ -57,7 +56,7 @@ func cmdMigrate(ctx context.Context, args []string, e env) int {
 		return exitRefused
 	}
 	defer backend.Close()
-	fmt.Fprintf(e.stdout, "database %s is migrated\n", redact(cfg.DB))
+	fmt.Fprintf(e.stdout, "database %s is migrated\n", redactURL(cfg.DB))
 	return exitOK
 }
 
@@ -88,37 +87,28 @@ func openBackend(ctx context.Context, dsn string) (storage.Backend, error) {
 		}
 		b, err = sqlite.Open(ctx, path)
 	default:
-		return nil, fmt.Errorf("EXECDB_DB: want postgres://… or sqlite:PATH, got %q", redact(dsn))
+		return nil, fmt.Errorf("EXECDB_DB: want postgres://… or sqlite:PATH, got %q", redactURL(dsn))
 	}
 	if err != nil {
 		return nil, err
 	}
 	if err := b.Migrate(ctx); err != nil {
 		b.Close()
-		return nil, fmt.Errorf("migrate %s: %w", redact(dsn), err)
+		return nil, fmt.Errorf("migrate %s: %w", redactURL(dsn), err)
 	}
 	return b, nil
 }
 
-// redact hides a password in a database URL for logs.
-func redact(dsn string) string {
-	if i := strings.Index(dsn, "://"); i >= 0 {
-		rest := dsn[i+3:]
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
-				return dsn[:i+3] + rest[:colon] + ":***" + rest[at:]
-			}
-		}
-	}
-	return dsn
-}
-
-func newLogger(format string) (*zap.Logger, error) {
+// newLogger builds the log: JSON lines (or console lines) on stderr from level up, every
+// line kept, times in ISO 8601 and durations with their unit ("1.5s").
+func newLogger(format string, level zapcore.Level) (*zap.Logger, error) {
 	cfg := zap.NewProductionConfig()
 	if format == "console" {
 		cfg = zap.NewDevelopmentConfig()
 		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
 	}
+	cfg.Level = zap.NewAtomicLevelAt(level)
+	cfg.EncoderConfig.EncodeDuration = zapcore.StringDurationEncoder
 	// Every write and every rejection is logged, one line each: no sampling drops lines under
 	// load (zap's production default keeps 100 a second of each message, then 1 in 100).
 	cfg.Sampling = nil
@@ -131,19 +121,18 @@ func newLogger(format string) (*zap.Logger, error) {
 // serve runs the service until ctx is done. listening, when not nil, is told the HTTP address
 // once the server accepts connections (tests listen on port 0).
 func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func(addr string)) error {
-	// Check what can be checked before touching the database or starting any sweep.
-	tokens, err := loadTokens(cfg.TokensFile)
-	if err != nil {
-		return err
-	}
-	if len(tokens) > 0 {
-		log.Info("write tokens loaded", zap.Int("tokens", len(tokens)))
+	// Every setting was checked when it was read (parseServeConfig): now the port, then the
+	// database.
+	build := readBuildInfo()
+	log.Info("execdb starting", zap.String("version", build.Version), zap.String("commit", build.Commit),
+		zap.String("go", build.GoVersion), zap.String("db", redactURL(cfg.DB)), zap.String("listen", cfg.Listen),
+		zap.Stringer("retention", cfg.Retention))
+	if len(cfg.Tokens) > 0 {
+		log.Info("write tokens loaded", zap.Int("tokens", len(cfg.Tokens)))
 	} else {
-		log.Warn("no tokens configured (EXECDB_TOKENS_FILE): writes are accepted from loopback addresses only, without authentication")
-		if !loopbackAddress(cfg.Listen) {
-			log.Warn("listening beyond loopback without tokens: a reverse proxy on this machine makes every client look local; configure EXECDB_TOKENS_FILE",
-				zap.String("listen", cfg.Listen))
-		}
+		log.Warn("no tokens configured (EXECDB_TOKENS_FILE): writes are accepted from loopback clients only, without authentication; "+
+			"a write through a reverse proxy (Forwarded, X-Forwarded-For or X-Real-IP) is refused: configure tokens to put ExecDB behind one",
+			zap.String("listen", cfg.Listen), zap.Bool("listen_beyond_loopback", !loopbackAddress(cfg.Listen)))
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -156,7 +145,7 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 		return err
 	}
 	defer backend.Close() // closed last, after everything that uses it stopped
-	log.Info("database ready", zap.String("db", redact(cfg.DB)))
+	log.Info("database ready", zap.String("db", redactURL(cfg.DB)))
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -179,7 +168,13 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	})
 	defer stopBackground()
 
-	handler := api.New(store, api.Config{Tokens: tokens, Logger: log, Registry: registry, Jobs: jobs, Checks: bus.checks}).Handler()
+	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "execdb_build_info",
+		Help:        "Always 1; the labels say which execdb runs.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit, "goversion": build.GoVersion},
+	}, func() float64 { return 1 }))
+	handler := api.New(store, api.Config{Tokens: cfg.Tokens, Logger: log, Registry: registry, Jobs: jobs, Checks: bus.checks,
+		Version: map[string]string{"version": build.Version, "commit": build.Commit}}).Handler()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 	served := make(chan error, 1)
@@ -206,27 +201,6 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// loadTokens reads EXECDB_TOKENS_FILE; none configured gives no tokens, a file without any is
-// an error (it would silently refuse every write from elsewhere).
-func loadTokens(path string) (map[string]string, error) {
-	if path == "" {
-		return nil, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("EXECDB_TOKENS_FILE: %w", err)
-	}
-	defer f.Close()
-	tokens, err := api.ParseTokens(f)
-	if err != nil {
-		return nil, fmt.Errorf("EXECDB_TOKENS_FILE %s: %w", path, err)
-	}
-	if len(tokens) == 0 {
-		return nil, fmt.Errorf("EXECDB_TOKENS_FILE %s holds no tokens; add name:token lines, or unset it to accept writes from loopback only", path)
-	}
-	return tokens, nil
 }
 
 // loopbackAddress reports whether a listen address is on loopback only.

@@ -16,6 +16,8 @@ var migrationFiles embed.FS
 const migrationLockID = 0x65786563 // "exec"
 
 // Migrate applies the embedded migrations that the database lacks, each in its own transaction.
+// A database a newer execdb migrated (its schema version above this binary's) is refused with a
+// *migrations.TooNewError, before anything is done.
 // Several processes may call it at once: an advisory lock lets one work at a time.
 func (b *Backend) Migrate(ctx context.Context) error {
 	ms, err := migrations.Load(migrationFiles, "migrations")
@@ -34,6 +36,13 @@ func (b *Backend) Migrate(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		return fmt.Errorf("migrate: %w", err)
+	}
+	var applied int
+	if err := conn.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM schema_migrations`).Scan(&applied); err != nil {
+		return fmt.Errorf("migrate: %w", interpretError(err))
+	}
+	if err := migrations.CheckNotNewer(applied, ms); err != nil {
+		return err
 	}
 	for _, m := range ms {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {

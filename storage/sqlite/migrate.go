@@ -15,7 +15,8 @@ var migrationFiles embed.FS
 
 // Migrate applies the embedded migrations that the database lacks, in version order, each in
 // its own transaction together with its row in schema_migrations. Running it again changes
-// nothing. Several processes may call it at once: each migration's transaction takes the write
+// nothing. A database a newer execdb migrated (its schema version above this binary's) is
+// refused with a *migrations.TooNewError, before anything is done. Several processes may call it at once: each migration's transaction takes the write
 // lock before it checks whether the migration is still to do.
 func (b *Backend) Migrate(ctx context.Context) error {
 	ms, err := migrations.Load(migrationFiles, "migrations")
@@ -28,6 +29,13 @@ func (b *Backend) Migrate(ctx context.Context) error {
 		applied_at TEXT    NOT NULL
 	) STRICT`); err != nil {
 		return fmt.Errorf("migrate: create schema_migrations: %w", interpretError(err))
+	}
+	var applied int
+	if err := b.writer.QueryRowContext(ctx, `SELECT COALESCE(max(version), 0) FROM schema_migrations`).Scan(&applied); err != nil {
+		return fmt.Errorf("migrate: %w", interpretError(err))
+	}
+	if err := migrations.CheckNotNewer(applied, ms); err != nil {
+		return err
 	}
 	for _, m := range ms {
 		err := b.writeTx(ctx, func(tx *sql.Tx) error {

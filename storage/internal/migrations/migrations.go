@@ -49,3 +49,34 @@ func Load(fsys fs.FS, dir string) ([]Migration, error) {
 	}
 	return ms, nil
 }
+
+// Latest is the highest version of ms (sorted, as Load returns them); 0 for none.
+func Latest(ms []Migration) int {
+	if len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].Version
+}
+
+// TooNewError is a database whose schema is newer than the binary knows: a newer execdb
+// migrated it. Running an older one on it could write what the newer one does not expect, so
+// serve and migrate refuse it.
+type TooNewError struct {
+	Database int // the database's highest applied version
+	Binary   int // the highest version this binary knows
+}
+
+func (e *TooNewError) Error() string {
+	return fmt.Sprintf("the database's schema is at version %d, newer than this execdb knows (version %d): "+
+		"a newer execdb migrated it; run that one, or restore the database from its backup before the upgrade (docs/upgrading.md)",
+		e.Database, e.Binary)
+}
+
+// CheckNotNewer returns a *TooNewError when the database's highest applied version is above
+// the binary's.
+func CheckNotNewer(applied int, ms []Migration) error {
+	if latest := Latest(ms); applied > latest {
+		return &TooNewError{Database: applied, Binary: latest}
+	}
+	return nil
+}
