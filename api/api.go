@@ -37,11 +37,17 @@ type Config struct {
 	Checks map[string]Check
 	// Version is what /healthz tells of the running build (version, commit).
 	Version map[string]string
+	// Retention is what POST /api/v1/prune applies when its body names none.
+	Retention storage.Retention
+	// OnPrune, when set, is told what every prune through the API did (for metrics and logs).
+	OnPrune func(storage.PruneResult)
 }
 
 // API serves the HTTP API over a store.
 type API struct {
-	version  map[string]string
+	version   map[string]string
+	retention storage.Retention
+	onPrune   func(storage.PruneResult)
 	store    *storage.Store
 	auth     *authenticator
 	log      *zap.Logger
@@ -55,7 +61,7 @@ type API struct {
 // New returns the API over store.
 func New(store *storage.Store, cfg Config) *API {
 	a := &API{store: store, auth: newAuthenticator(cfg.Tokens), log: cfg.Logger, registry: cfg.Registry, jobs: cfg.Jobs, checks: cfg.Checks,
-		version: cfg.Version}
+		version: cfg.Version, retention: cfg.Retention, onPrune: cfg.OnPrune}
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}
@@ -91,6 +97,8 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/rejected", a.listRejected)
 	mux.HandleFunc("POST /api/v1/jobs/{uuid}/reschedule", a.write(ScopeAdmin, a.rescheduleJob))
 	mux.HandleFunc("POST /api/v1/reschedule", a.write(ScopeAdmin, a.rescheduleBulk))
+	mux.HandleFunc("POST /api/v1/prune", a.write(ScopeAdmin, a.prune))
+	mux.HandleFunc("POST /api/v1/rejected/{id}/replay", a.write(ScopeAdmin, a.replayRejected))
 	mux.HandleFunc("GET /api/v1/stats/retries", a.retryStats)
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)

@@ -31,7 +31,7 @@ func forEachBackend(t *testing.T, cfg api.Config, fn func(t *testing.T, c *clien
 			store := storage.New(open(t), storage.Config{})
 			srv := httptest.NewServer(api.New(store, cfg).Handler())
 			t.Cleanup(srv.Close)
-			fn(t, &client{t: t, base: srv.URL})
+			fn(t, &client{t: t, base: srv.URL, store: store})
 		})
 	}
 }
@@ -40,6 +40,7 @@ type client struct {
 	t     *testing.T
 	base  string
 	token string
+	store *storage.Store // the server's
 }
 
 type response struct {

@@ -103,3 +103,25 @@ func TestProxiedWritesWithoutTokens(t *testing.T) {
 		t.Errorf("a proxied read: got %d", rec.Code)
 	}
 }
+
+// TestPrune: POST /api/v1/prune applies a retention (the server's, or the body's), dry run or
+// not, and needs the admin scope.
+func TestPrune(t *testing.T) {
+	cfg := api.Config{Tokens: map[string]api.Token{"adm": {Name: "ops", Scopes: []api.Scope{api.ScopeAdmin}}, "run": {Name: "bb", Scopes: []api.Scope{api.ScopeRunner}}}}
+	forEachBackend(t, cfg, func(t *testing.T, c *client) {
+		c.token = "run"
+		expectStatus(t, c.do("POST", "/api/v1/prune", `{"dry_run":true,"retention":"FINISHED=1d"}`), 403)
+		c.token = "adm"
+		r := c.do("POST", "/api/v1/prune", `{"dry_run":true}`)
+		expectStatus(t, r, 400)
+		if e := r.err(t); e.Error.Field != "retention" {
+			t.Errorf("no retention: got %+v", e.Error)
+		}
+		expectStatus(t, c.do("POST", "/api/v1/prune", `{"retention":"RUNNING=1d"}`), 400)
+		r = c.do("POST", "/api/v1/prune", `{"dry_run":true,"retention":"FINISHED=1d,rejected=2d"}`)
+		expectStatus(t, r, 200)
+		if !strings.Contains(string(r.body), `"dry_run":true`) || !strings.Contains(string(r.body), `"retention":"FINISHED=1d,rejected=2d"`) {
+			t.Errorf("got %s", r.body)
+		}
+	})
+}

@@ -43,6 +43,8 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		he = &httpError{status: http.StatusBadRequest, message: fe.Message, field: fe.Field}
 	case errors.Is(err, storage.ErrNotFound):
 		he = &httpError{status: http.StatusNotFound, message: "job not found"}
+	case errors.Is(err, storage.ErrPruneBusy):
+		he = &httpError{status: http.StatusConflict, message: "another process is pruning the database right now; try again later"}
 	case errors.Is(err, storage.ErrConflict):
 		he = &httpError{status: http.StatusConflict, message: strings.TrimSuffix(err.Error(), ": "+storage.ErrConflict.Error())}
 	case errors.Is(err, r.Context().Err()) && r.Context().Err() != nil:

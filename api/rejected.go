@@ -91,7 +91,7 @@ func (a *API) listRejected(w http.ResponseWriter, r *http.Request) {
 	}
 	want := q.Limit
 	q.Limit++ // one more tells whether there is a next page
-	msgs, err := a.store.Backend().Rejected(r.Context(), q)
+	msgs, err := a.store.Rejected(r.Context(), q)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -215,6 +215,15 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 // Now is the store's clock, for relative times in filters.
 func (s *Store) Now() time.Time { return s.now() }
 
+// Rejected lists rejected bus messages, newest first.
+func (s *Store) Rejected(ctx context.Context, q RejectedQuery) ([]RejectedMessage, error) {
+	return s.backend.Rejected(ctx, q)
+}
+
+// TopicPrefix is the prefix of every topic the store's messages go out under, and the bus
+// messages it is given come in under.
+func (s *Store) TopicPrefix() string { return s.prefix }
+
 // Search returns a page of jobs matching f, newest first. A limit of 0 means DefaultLimit; one
 // outside 1…MaxLimit is an error.
 func (s *Store) Search(ctx context.Context, f Filter, page Page) ([]statemachine.Job, *Cursor, error) {

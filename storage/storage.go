@@ -78,6 +78,7 @@ type Backend interface {
 	Searcher    // search.go
 	Bus         // bus.go
 	Rescheduler // reschedule.go
+	Pruner      // prune.go
 }
 
 // Tx is the work one transaction can do. A Tx is used by one goroutine.

@@ -32,7 +32,7 @@ type test struct {
 
 // Run runs the whole suite against the backends open makes.
 func Run(t *testing.T, open Open) {
-	for _, group := range [][]test{coreTests, searchTests, busTests, rescheduleTests, hostileTests} {
+	for _, group := range [][]test{coreTests, searchTests, busTests, rescheduleTests, hostileTests, pruneTests} {
 		for _, tc := range group {
 			t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 		}
