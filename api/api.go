@@ -48,14 +48,14 @@ type API struct {
 	version   map[string]string
 	retention storage.Retention
 	onPrune   func(storage.PruneResult)
-	store    *storage.Store
-	auth     *authenticator
-	log      *zap.Logger
-	registry *prometheus.Registry
-	jobs     *metrics.Jobs
-	checks   map[string]Check
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	store     *storage.Store
+	auth      *authenticator
+	log       *zap.Logger
+	registry  *prometheus.Registry
+	jobs      *metrics.Jobs
+	checks    map[string]Check
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
 }
 
 // New returns the API over store.
