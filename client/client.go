@@ -41,6 +41,12 @@ const (
 	// DefaultAttemptTimeout bounds one attempt, so that a server that accepts connections but
 	// never answers does not hang a call forever.
 	DefaultAttemptTimeout = 30 * time.Second
+	// DefaultUnansweredRead is how long a read (GET) keeps retrying while the server has not
+	// answered at all (connection refused, no such host): a mistyped server should not hang a
+	// person's command for the whole budget. Once the server answered (a 503, say), the budget
+	// applies. Writes always get the whole budget: a Buildbot step reporting an end waits for
+	// an ExecDB that restarts.
+	DefaultUnansweredRead = 10 * time.Second
 )
 
 // APIPrefix is the path under which the server serves the API.
@@ -58,6 +64,7 @@ type Client struct {
 	initial        time.Duration
 	maxBackoff     time.Duration
 	attemptTimeout time.Duration
+	unansweredRead time.Duration
 	jitter         bool
 	userAgent      string
 	logf           func(format string, args ...any)
@@ -100,6 +107,12 @@ func WithAttemptTimeout(d time.Duration) Option {
 			c.attemptTimeout = d
 		}
 	}
+}
+
+// WithUnansweredRead sets how long a read keeps retrying while the server has not answered at
+// all (DefaultUnansweredRead); zero or less gives reads the whole budget.
+func WithUnansweredRead(d time.Duration) Option {
+	return func(c *Client) { c.unansweredRead = d }
 }
 
 // WithLogf makes the client report each failed attempt it is going to retry, e.g. to a Buildbot
@@ -149,6 +162,7 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		initial:        DefaultInitialBackoff,
 		maxBackoff:     DefaultMaxBackoff,
 		attemptTimeout: DefaultAttemptTimeout,
+		unansweredRead: DefaultUnansweredRead,
 		jitter:         true,
 		userAgent:      "execdb-client/1",
 		logf:           func(string, ...any) {},
@@ -248,10 +262,17 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	what := method + " " + u.Path
 	start := time.Now()
 	wait := c.initial
+	budget := c.budget
+	if method == http.MethodGet && c.unansweredRead > 0 && c.unansweredRead < budget {
+		budget = c.unansweredRead // until the server answers
+	}
 	for attempt := 1; ; attempt++ {
 		resp, err := c.once(ctx, method, u.String(), body, header)
 		if err == nil && resp.Status < 300 {
 			return resp, nil
+		}
+		if err == nil {
+			budget = c.budget // the server is there
 		}
 		if err == nil {
 			apiErr := newAPIError(resp)
@@ -266,10 +287,14 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 		// A connection error or a 5xx answer: retry while the budget lasts.
 		elapsed := time.Since(start)
-		left := c.budget - elapsed
+		left := budget - elapsed
 		if left <= 0 {
 			if attempt == 1 {
 				return nil, fmt.Errorf("%s: %w", what, err)
+			}
+			if budget < c.budget {
+				return nil, fmt.Errorf("%s: no answer from %s in %s (%d attempts; is the server's URL right?): %w",
+					what, c.base.Host, elapsed.Round(time.Millisecond), attempt, err)
 			}
 			return nil, fmt.Errorf("%s: gave up after %d attempts in %s: %w",
 				what, attempt, elapsed.Round(time.Millisecond), err)

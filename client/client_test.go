@@ -414,3 +414,40 @@ func TestRequestIDStableAcrossRetries(t *testing.T) {
 		t.Errorf("X-Request-ID: got %q, want two pairs of equal ids", ids)
 	}
 }
+
+// TestUnansweredReadGivesUpEarly: a read from a server that never answers at all (a mistyped
+// URL) gives up after the short unanswered-read limit, not the whole budget; a read the server
+// answers with 503s, and a write, keep the whole budget.
+func TestUnansweredReadGivesUpEarly(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	opts := append(fast(time.Hour), WithUnansweredRead(30*time.Millisecond))
+	c := newTestClient(t, "http://"+addr, opts...)
+	_, err = c.Job(context.Background(), uuid.New())
+	if err == nil || !strings.Contains(err.Error(), "is the server's URL right?") {
+		t.Fatalf("read: got %v, want it to give up on a server that never answered", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := c.FinishJob(ctx, uuid.New(), statemachine.End{State: statemachine.Finished}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("write: got %v, want it to retry until the context ends", err)
+	}
+	var answers atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if answers.Add(1) < 50 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Write(jobJSON(statemachine.Finished))
+	}))
+	defer srv.Close()
+	c = newTestClient(t, srv.URL, opts...)
+	if _, err := c.Job(context.Background(), uuid.New()); err != nil {
+		t.Errorf("a read the server answers with 503s: got %v, want it to retry past the unanswered limit", err)
+	}
+}

@@ -82,7 +82,8 @@ func newCLI(e env, name, synopsis, about string) *cli {
 	c.fs.BoolVar(&c.co.json, "json", false, "print the API's JSON instead of readable text")
 	c.fs.Var(&c.co.timeout, "timeout",
 		"give up retrying connection errors and 5xx answers after this `DURATION` (env EXECDB_TIMEOUT, default "+
-			client.DefaultBudget.String()+"; 0 makes a single attempt)")
+			client.DefaultBudget.String()+", but a read from a server that never answers at all gives up after "+
+			client.DefaultUnansweredRead.String()+"; 0 makes a single attempt)")
 	return c
 }
 
@@ -175,15 +176,15 @@ func (c *cli) client() (*client.Client, error) {
 	if token == "" {
 		token = c.e.getenv("EXECDB_TOKEN")
 	}
-	budget := client.DefaultBudget
+	budget, unanswered := client.DefaultBudget, client.DefaultUnansweredRead
 	if c.co.timeout.set {
-		budget = c.co.timeout.d
+		budget, unanswered = c.co.timeout.d, 0 // a timeout asked for is the reads' too
 	} else if s := c.e.getenv("EXECDB_TIMEOUT"); s != "" {
 		var d durationFlag
 		if err := d.Set(s); err != nil {
 			return nil, fmt.Errorf("EXECDB_TIMEOUT=%q: %v", s, err)
 		}
-		budget = d.d
+		budget, unanswered = d.d, 0
 	}
 	attempt := client.DefaultAttemptTimeout
 	if budget > 0 && budget < attempt {
@@ -191,6 +192,7 @@ func (c *cli) client() (*client.Client, error) {
 	}
 	opts := []client.Option{
 		client.WithBudget(budget),
+		client.WithUnansweredRead(unanswered),
 		client.WithAttemptTimeout(attempt),
 		client.WithUserAgent("execdb-cli/1"),
 		client.WithLogf(func(format string, args ...any) {

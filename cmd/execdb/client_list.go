@@ -21,15 +21,19 @@ like 30d, 12h), kv.<key> (crash keyvals), data.<key> (trigger data). A comma mea
 (state=RUNNING,SCHEDULED); <name>:like=VALUE takes * wildcards (item:like=python-*).`
 
 func cmdJobs(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb jobs", "[KEY=VALUE]... [flags]", `
+	c := newCLI(e, "execdb jobs", "[KEY=VALUE]... [--limit N] [--after CURSOR] [flags]", `
 Searches jobs, newest first, and prints them as a table (UUID, state, task, item, arch, crash
 notify/cause, age), or the API's JSON with --json. When there are more results than one page,
-the command says so on stderr with the link to the next page.
+the command prints on stderr the command that gets the next one (with --after, and since and
+until made absolute, so that every page covers the same window).
 `+filterHelp+`
 
-    execdb jobs state=CRASHED cause=minion since=7d`)
+    execdb jobs state=CRASHED cause=minion since=7d --limit 20`)
 	var filters multiFlag
+	var limit, after string
 	c.multiVar(&filters, "filter", "a `KEY=VALUE` filter; repeat it for more")
+	c.stringVar(&limit, "limit", "at most `N` jobs a page (1–1000, default 20)")
+	c.stringVar(&after, "after", "continue after this `CURSOR`, as the previous page's continuation says")
 	pos, code, ok := c.parse(args)
 	if !ok {
 		return code
@@ -37,6 +41,12 @@ the command says so on stderr with the link to the next page.
 	q, err := filterQuery(append(pos, filters...))
 	if err != nil {
 		return c.usageError("%v", err)
+	}
+	if limit != "" {
+		q.Set("limit", limit)
+	}
+	if after != "" {
+		q.Set("after", after)
 	}
 	cl, err := c.client()
 	if err != nil {
@@ -59,12 +69,17 @@ the command says so on stderr with the link to the next page.
 	}
 	printJobList(e.stdout, page.Data, time.Now())
 	if page.Next != nil && *page.Next != "" {
-		fmt.Fprintf(e.stderr, "%s: more results: %s\n", c.name, *page.Next)
+		if u, err := url.Parse(*page.Next); err == nil {
+			fmt.Fprintf(e.stderr, "%s: more: %s\n", c.name, continuation("execdb jobs", u.Query(), "after", "limit"))
+		}
 	}
 	return exitOK
 }
 
 func cmdStats(ctx context.Context, args []string, e env) int {
+	if len(args) > 0 && args[0] == "retries" {
+		return cmdStatsRetries(ctx, args[1:], e)
+	}
 	c := newCLI(e, "execdb stats", "[KEY=VALUE]... [--group-by FIELD]... [--bucket hour|day|week] [flags]", `
 Counts jobs, grouped and bucketed, and prints one row per group: the group's values, the count
 and its share of all the matching jobs; or the API's JSON with --json.
@@ -72,7 +87,9 @@ and its share of all the matching jobs; or the API's JSON with --json.
 
 How often did minion creation fail last month, by reason?
 
-    execdb stats state=CRASHED cause=minion kv.step=MINION_CREATION since=30d --group-by kv.reason`)
+    execdb stats state=CRASHED cause=minion kv.step=MINION_CREATION since=30d --group-by kv.reason
+
+'execdb stats retries' says how the successors of rescheduled crashes fared (see its --help).`)
 	var filters, groupBy multiFlag
 	var bucket string
 	c.multiVar(&filters, "filter", "a `KEY=VALUE` filter; repeat it for more")
@@ -86,14 +103,7 @@ How often did minion creation fail last month, by reason?
 	if err != nil {
 		return c.usageError("%v", err)
 	}
-	var groups []string
-	for _, g := range groupBy {
-		for _, f := range strings.Split(g, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				groups = append(groups, f)
-			}
-		}
-	}
+	groups := splitGroups(groupBy)
 	if len(groups) > 0 {
 		q.Set("group_by", strings.Join(groups, ","))
 	}
@@ -120,6 +130,19 @@ How often did minion creation fail last month, by reason?
 	}
 	printStats(e.stdout, stats.Data, groups)
 	return exitOK
+}
+
+// splitGroups is the --group-by fields, repeated or comma-separated.
+func splitGroups(groupBy []string) []string {
+	var groups []string
+	for _, g := range groupBy {
+		for _, f := range strings.Split(g, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				groups = append(groups, f)
+			}
+		}
+	}
+	return groups
 }
 
 // filterQuery turns KEY=VALUE filters into query parameters.

@@ -40,6 +40,8 @@ func commands() []command {
 		{"jobs", "search jobs", cmdJobs},
 		{"stats", "counts, rates and durations of jobs", cmdStats},
 		{"reschedule", "reschedule crashed jobs matching filters", cmdReschedule},
+		{"rejected", "list rejected bus messages, or replay one", cmdRejected},
+		{"prune", "apply the retention now (or see what it would remove)", cmdPrune},
 		{"version", "print the version", cmdVersion},
 	}
 }
