@@ -348,4 +348,3 @@ func valueOr(s *string) string {
 	}
 	return *s
 }
-
