@@ -79,6 +79,7 @@ type Backend interface {
 	Bus         // bus.go
 	Rescheduler // reschedule.go
 	Pruner      // prune.go
+	Exporter    // copy.go
 }
 
 // Tx is the work one transaction can do. A Tx is used by one goroutine.

@@ -364,3 +364,38 @@ func TestServeTellsItsVersion(t *testing.T) {
 		t.Errorf("--log-level warn logged info lines:\n%s", quiet.logs)
 	}
 }
+
+// TestCopyThenServe: the quick start's SQLite database, copied to PostgreSQL, serves the same
+// jobs; a second copy into it is refused.
+func TestCopyThenServe(t *testing.T) {
+	sqlitePath := "sqlite:" + filepath.Join(t.TempDir(), "execdb.db")
+	pg := testenv.PostgresSchema(t)
+	s := startServer(t, sqlitePath)
+	status, body := httpDo(t, "POST", s.url+"/api/v1/jobs", `{"taskname":"rpmlint","item":"foo-1-1.fc45","item_type":"koji_build","uuid":"0193a5c3-7c1e-7abc-8def-0123456789ab"}`)
+	if status != 201 {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	httpDo(t, "POST", s.url+"/api/v1/jobs/0193a5c3-7c1e-7abc-8def-0123456789ab/finish", `{"state":"CRASHED","crash":{"cause":"minion"}}`)
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-s.done
+	out, err := exec.Command(execdbBinary(t), "copy", "--from", sqlitePath, "--to", pg).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "copied 1 jobs, 2 history entries") {
+		t.Fatalf("copy: %v\n%s", err, out)
+	}
+	cmd := exec.Command(execdbBinary(t), "copy", "--from", sqlitePath, "--to", pg)
+	out, _ = cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "not empty") {
+		t.Errorf("second copy: got exit %d\n%s", cmd.ProcessState.ExitCode(), out)
+	}
+	s = startServer(t, pg)
+	_, body = httpDo(t, "GET", s.url+"/api/v1/jobs/0193a5c3-7c1e-7abc-8def-0123456789ab/events", "")
+	if !strings.Contains(body, `"kind":"end"`) {
+		t.Errorf("history on PostgreSQL: %s", body)
+	}
+	_, body = httpDo(t, "GET", s.url+"/api/v1/jobs/0193a5c3-7c1e-7abc-8def-0123456789ab", "")
+	if !strings.Contains(body, `"state":"CRASHED"`) || !strings.Contains(body, `"cause":"minion"`) {
+		t.Errorf("job on PostgreSQL: %s", body)
+	}
+}

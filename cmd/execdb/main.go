@@ -36,6 +36,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the API, the consumers, the publisher and the watchdog", cmdServe},
 		{"migrate", "apply the database schema migrations and exit", cmdMigrate},
+		{"copy", "copy a database into another, empty one (SQLite to PostgreSQL)", cmdCopy},
 		{"job", "create, start, finish, show, reschedule a job or list its events", cmdJob},
 		{"jobs", "search jobs", cmdJobs},
 		{"stats", "counts, rates and durations of jobs", cmdStats},

@@ -134,7 +134,13 @@ func (t *txn) InsertJob(ctx context.Context, j statemachine.Job) error {
 	if err != nil {
 		return interpretError(err)
 	}
-	return insertKeyVals(ctx, t.tx, "job_data", j.UUID, j.Data)
+	if err := insertKeyVals(ctx, t.tx, "job_data", j.UUID, j.Data); err != nil {
+		return err
+	}
+	if j.Crash != nil { // a job copied (or created) crashed
+		return insertKeyVals(ctx, t.tx, "crash_keyvals", j.UUID, j.Crash.KeyVals)
+	}
+	return nil
 }
 
 func (t *txn) UpdateJob(ctx context.Context, j statemachine.Job) error {

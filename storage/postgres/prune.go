@@ -6,6 +6,7 @@ import (
 
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -72,4 +73,33 @@ func (b *Backend) CountRejected(ctx context.Context, before time.Time) (int64, e
 	var n int64
 	err := b.pool.QueryRow(ctx, `SELECT count(*) FROM rejected_messages WHERE rejected_at < $1`, before).Scan(&n)
 	return n, interpretError(err)
+}
+
+// ExportJobs returns up to limit jobs' marks after the given uuid, in uuid order.
+func (b *Backend) ExportJobs(ctx context.Context, after uuid.UUID, limit int) ([]storage.JobMark, error) {
+	rows, err := b.pool.Query(ctx, `SELECT uuid, auto_reschedule, auto_reschedule_due_at FROM jobs
+		WHERE uuid > $1 ORDER BY uuid LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	marks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (storage.JobMark, error) {
+		var m storage.JobMark
+		var auto *string
+		err := row.Scan(&m.UUID, &auto, &m.AutoDueAt)
+		if auto != nil {
+			m.Auto = storage.AutoStatus(*auto)
+		}
+		m.AutoDueAt = utc(m.AutoDueAt)
+		return m, err
+	})
+	return marks, interpretError(err)
+}
+
+// ExportParked returns up to limit parked events after the given id, in id order.
+func (b *Backend) ExportParked(ctx context.Context, afterID int64, limit int) ([]storage.ParkedEvent, error) {
+	rows, err := b.pool.Query(ctx, `SELECT `+parkedColumns+` FROM parked_events WHERE id > $1 ORDER BY id LIMIT $2`, afterID, limit)
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	return collectParked(rows)
 }

@@ -206,10 +206,25 @@ func (t *tx) TakeExpired(ctx context.Context, before time.Time, limit int) ([]st
 }
 
 func (t *tx) takeParked(ctx context.Context, what, where string, args ...any) ([]storage.ParkedEvent, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT `+parkedColumns+` FROM parked_events WHERE `+where+` ORDER BY id`, args...)
+	out, err := readParked(ctx, t.tx, what, `SELECT `+parkedColumns+` FROM parked_events WHERE `+where+` ORDER BY id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range out {
+		if _, err := t.tx.ExecContext(ctx, `DELETE FROM parked_events WHERE id = ?`, p.ID); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, interpretError(err))
+		}
+	}
+	return out, nil
+}
+
+// readParked reads the parked events a query of parkedColumns selects.
+func readParked(ctx context.Context, q queryer, what, query string, args ...any) ([]storage.ParkedEvent, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, interpretError(err))
 	}
+	defer rows.Close()
 	var out []storage.ParkedEvent
 	for rows.Next() {
 		var (
@@ -219,7 +234,6 @@ func (t *tx) takeParked(ctx context.Context, what, where string, args ...any) ([
 		)
 		if err := rows.Scan(&p.ID, &jobUUID, &origin, &p.Event.MessageID, &p.Topic, &payload, &p.Body,
 			&received, &parkedAt); err != nil {
-			rows.Close()
 			return nil, fmt.Errorf("%s: %w", what, interpretError(err))
 		}
 		p.Event.Origin = statemachine.Origin(origin)
@@ -231,19 +245,12 @@ func (t *tx) takeParked(ctx context.Context, what, where string, args ...any) ([
 			}
 		}
 		if err != nil {
-			rows.Close()
 			return nil, fmt.Errorf("%s: parked event %d: %w", what, p.ID, err)
 		}
 		out = append(out, p)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, interpretError(err))
-	}
-	rows.Close()
-	for _, p := range out {
-		if _, err := t.tx.ExecContext(ctx, `DELETE FROM parked_events WHERE id = ?`, p.ID); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, interpretError(err))
-		}
 	}
 	return out, nil
 }

@@ -2,11 +2,13 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
+	"github.com/google/uuid"
 )
 
 // prunableJobs selects, from jobs j, the jobs of state ?1 created before ?2 that retention may
@@ -56,4 +58,37 @@ func (b *Backend) CountRejected(ctx context.Context, before time.Time) (int64, e
 		return 0, fmt.Errorf("count rejected messages: %w", interpretError(err))
 	}
 	return n, nil
+}
+
+// ExportJobs returns up to limit jobs' marks after the given uuid, in uuid order.
+func (b *Backend) ExportJobs(ctx context.Context, after uuid.UUID, limit int) ([]storage.JobMark, error) {
+	rows, err := b.reader.QueryContext(ctx, `SELECT uuid, auto_reschedule, auto_reschedule_due_at FROM jobs
+		WHERE uuid > ? ORDER BY uuid LIMIT ?`, after.String(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("export jobs: %w", interpretError(err))
+	}
+	defer rows.Close()
+	var marks []storage.JobMark
+	for rows.Next() {
+		var id string
+		var auto, due sql.NullString
+		if err := rows.Scan(&id, &auto, &due); err != nil {
+			return nil, fmt.Errorf("export jobs: %w", interpretError(err))
+		}
+		m := storage.JobMark{Auto: storage.AutoStatus(auto.String)}
+		if m.UUID, err = uuid.Parse(id); err != nil {
+			return nil, fmt.Errorf("export jobs: %w", err)
+		}
+		if m.AutoDueAt, err = parseNullTime(due); err != nil {
+			return nil, fmt.Errorf("export jobs: %w", err)
+		}
+		marks = append(marks, m)
+	}
+	return marks, interpretError(rows.Err())
+}
+
+// ExportParked returns up to limit parked events after the given id, in id order.
+func (b *Backend) ExportParked(ctx context.Context, afterID int64, limit int) ([]storage.ParkedEvent, error) {
+	return readParked(ctx, b.reader, "export parked events",
+		`SELECT `+parkedColumns+` FROM parked_events WHERE id > ? ORDER BY id LIMIT ?`, afterID, limit)
 }
