@@ -6,6 +6,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fedora-qa/execdb/internal/metrics"
@@ -37,6 +38,11 @@ type Config struct {
 	Checks map[string]Check
 	// Version is what /healthz tells of the running build (version, commit).
 	Version map[string]string
+	// BaseURL is the public URL ExecDB is served under (EXECDB_BASE_URL), without a trailing
+	// slash, e.g. https://taskotron.example.org/execdb behind a proxy that strips /execdb:
+	// every link the API gives (next) is under it. Empty: links are on the host the client
+	// asked.
+	BaseURL string
 	// Retention is what POST /api/v1/prune applies when its body names none.
 	Retention storage.Retention
 	// OnPrune, when set, is told what every prune through the API did (for metrics and logs).
@@ -45,6 +51,7 @@ type Config struct {
 
 // API serves the HTTP API over a store.
 type API struct {
+	baseURL   string
 	version   map[string]string
 	retention storage.Retention
 	onPrune   func(storage.PruneResult)
@@ -61,7 +68,7 @@ type API struct {
 // New returns the API over store.
 func New(store *storage.Store, cfg Config) *API {
 	a := &API{store: store, auth: newAuthenticator(cfg.Tokens), log: cfg.Logger, registry: cfg.Registry, jobs: cfg.Jobs, checks: cfg.Checks,
-		version: cfg.Version, retention: cfg.Retention, onPrune: cfg.OnPrune}
+		version: cfg.Version, retention: cfg.Retention, onPrune: cfg.OnPrune, baseURL: strings.TrimRight(cfg.BaseURL, "/")}
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fedora-qa/execdb/api"
 	"github.com/fedora-qa/execdb/storage"
+	"github.com/google/uuid"
 )
 
 func TestParseTokens(t *testing.T) {
@@ -122,6 +123,21 @@ func TestPrune(t *testing.T) {
 		expectStatus(t, r, 200)
 		if !strings.Contains(string(r.body), `"dry_run":true`) || !strings.Contains(string(r.body), `"retention":"FINISHED=1d,rejected=2d"`) {
 			t.Errorf("got %s", r.body)
+		}
+	})
+}
+
+// TestBaseURL: behind a proxy that strips /execdb, the next links are under EXECDB_BASE_URL.
+func TestBaseURL(t *testing.T) {
+	cfg := api.Config{BaseURL: "https://taskotron.example.org/execdb/"}
+	forEachBackend(t, cfg, func(t *testing.T, c *client) {
+		for range 3 {
+			c.create(strings.Replace(trigger, `"rpmlint"`, `"rpmlint-`+uuid.NewString()+`"`, 1))
+		}
+		r := c.do("GET", "/api/v1/jobs?limit=1", "")
+		expectStatus(t, r, 200)
+		if !strings.Contains(string(r.body), `"next":"https://taskotron.example.org/execdb/api/v1/jobs?`) {
+			t.Errorf("search next: %s", r.body)
 		}
 	})
 }

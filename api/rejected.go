@@ -105,7 +105,7 @@ func (a *API) listRejected(w http.ResponseWriter, r *http.Request) {
 		}
 		v.Set("before", strconv.FormatInt(msgs[len(msgs)-1].ID, 10))
 		v.Set("limit", strconv.Itoa(want))
-		u := "/api/v1/rejected?" + v.Encode()
+		u := a.baseURL + "/api/v1/rejected?" + v.Encode() // a path without a base URL
 		next = &u
 	}
 	data := make([]rejectedJSON, len(msgs))

@@ -48,7 +48,7 @@ func (a *API) searchJobs(w http.ResponseWriter, r *http.Request) {
 			params.Set("until", f.Until.Format(time.RFC3339Nano))
 		}
 		params.Set("after", next.String())
-		u := absoluteURL(r, r.URL.Path, params)
+		u := a.absoluteURL(r, r.URL.Path, params)
 		nextURL = &u
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"data": jobs, "next": nextURL})
@@ -124,8 +124,12 @@ func (a *API) statsQuery(params url.Values) (storage.StatsQuery, error) {
 	return q, nil
 }
 
-// absoluteURL is path?params on the host the client asked, so that it can be followed as is.
-func absoluteURL(r *http.Request, path string, params url.Values) string {
+// absoluteURL is path?params under the base URL ExecDB is served under (EXECDB_BASE_URL), or
+// else on the host the client asked, so that it can be followed as is.
+func (a *API) absoluteURL(r *http.Request, path string, params url.Values) string {
+	if a.baseURL != "" {
+		return a.baseURL + path + "?" + params.Encode()
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"

@@ -177,7 +177,7 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit, "goversion": build.GoVersion},
 	}, func() float64 { return 1 }))
 	handler := api.New(store, api.Config{Tokens: cfg.Tokens, Logger: log, Registry: registry, Jobs: jobs, Checks: bus.checks,
-		Version:   map[string]string{"version": build.Version, "commit": build.Commit},
+		Version: map[string]string{"version": build.Version, "commit": build.Commit}, BaseURL: cfg.BaseURL,
 		Retention: cfg.Retention, OnPrune: func(res storage.PruneResult) { pruned.count(res); logPrune(log, res) }}).Handler()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
