@@ -16,8 +16,11 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/storage/postgres"
 	"github.com/google/uuid"
@@ -30,6 +33,7 @@ func main() {
 	wipe := flag.Bool("wipe", false, "seed even when the database already has jobs: they are DELETED")
 	runs := flag.Int("runs", 30, "runs of each query")
 	explain := flag.Bool("explain", false, "print the plan of each query")
+	prune := flag.String("prune", "", "after the queries, prune with this retention (e.g. FINISHED=5d,CRASHED=5d) while writers create and finish jobs, and report their latency before and during the prune; the pruned jobs are gone")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: execdb-bench --db postgres://… [--jobs N] [--wipe] [--runs N] [--explain]\n\n"+
 			"Seeds N realistic jobs (skewed tasks, states, crash causes and keyvals over 90 days)\n"+
@@ -46,7 +50,15 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *db, *jobs, *wipe, *runs, *explain); err != nil {
+	var retention storage.Retention
+	if *prune != "" {
+		var err error
+		if retention, err = storage.ParseRetention(*prune); err != nil {
+			fmt.Fprintln(os.Stderr, "execdb-bench: --prune:", err)
+			os.Exit(2)
+		}
+	}
+	if err := run(ctx, *db, *jobs, *wipe, *runs, *explain, retention); err != nil {
 		fmt.Fprintln(os.Stderr, "execdb-bench:", err)
 		os.Exit(1)
 	}
@@ -54,7 +66,7 @@ func main() {
 
 var now = time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
 
-func run(ctx context.Context, db string, jobs int, wipe bool, runs int, explain bool) error {
+func run(ctx context.Context, db string, jobs int, wipe bool, runs int, explain bool, retention storage.Retention) error {
 	b, err := postgres.Open(ctx, db)
 	if err != nil {
 		return err
@@ -124,6 +136,82 @@ func run(ctx context.Context, db string, jobs int, wipe bool, runs int, explain 
 			fmt.Printf("\n```\n%s\n```\n\n", plan)
 		}
 	}
+	if !retention.IsZero() {
+		return pruneWhileWriting(ctx, b, retention)
+	}
+	return nil
+}
+
+// pruneWhileWriting measures what a prune does to writes: 8 writers create and finish jobs for
+// 10 s, then go on while the store prunes with retention; it prints the writers' throughput and
+// latency in both phases, and what the prune removed in how long.
+func pruneWhileWriting(ctx context.Context, b *postgres.Backend, r storage.Retention) error {
+	store := storage.New(b, storage.Config{Now: func() time.Time { return now }})
+	type phase struct {
+		mu    sync.Mutex
+		times []time.Duration
+	}
+	var current atomic.Pointer[phase]
+	before, during := &phase{}, &phase{}
+	current.Store(before)
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			meta := statemachine.Meta{Origin: statemachine.OriginHTTP, MessageID: "bench"}
+			for i := 0; wctx.Err() == nil; i++ {
+				t := time.Now()
+				res, err := store.Create(wctx, statemachine.NewJob{TaskName: "rpmlint", Item: fmt.Sprintf("bench-%d-%d", w, i), ItemType: "koji_build"}, meta)
+				if err == nil {
+					_, err = store.Apply(wctx, res.Job.UUID, statemachine.Event{Meta: meta, End: &statemachine.End{State: statemachine.Finished}})
+				}
+				if err != nil {
+					if wctx.Err() == nil {
+						failed.Add(1)
+					}
+					continue
+				}
+				p := current.Load()
+				p.mu.Lock()
+				p.times = append(p.times, time.Since(t))
+				p.mu.Unlock()
+			}
+		}()
+	}
+	report := func(name string, p *phase, d time.Duration) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		sort.Slice(p.times, func(i, j int) bool { return p.times[i] < p.times[j] })
+		n := len(p.times)
+		if n == 0 {
+			fmt.Printf("| %s | 0 | - | - | - |\n", name)
+			return
+		}
+		fmt.Printf("| %s | %.0f | %s | %s | %s |\n", name, float64(n)/d.Seconds(), ms(p.times[n/2]), ms(p.times[(n*99-1)/100]), ms(p.times[n-1]))
+	}
+	fmt.Printf("\nWriters (8, each: create a job, finish it) before and during a prune with %s:\n\n", r)
+	fmt.Println("| phase | job lives/s | p50 | p99 | max |")
+	fmt.Println("|---|---|---|---|---|")
+	time.Sleep(10 * time.Second)
+	current.Store(during)
+	start := time.Now()
+	res, err := store.Prune(ctx, r, false, 20*time.Millisecond)
+	took := time.Since(start)
+	stop()
+	wg.Wait()
+	report("before (10 s)", before, 10*time.Second)
+	report(fmt.Sprintf("during the prune (%s)", took.Round(time.Second)), during, took)
+	if err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	var removed int64
+	for _, c := range res.Jobs {
+		removed += c.Prunable
+	}
+	fmt.Printf("\npruned %d jobs (%+v) and %d rejected messages in %s; %d writes failed\n", removed, res.Jobs, res.Rejected, took.Round(time.Second), failed.Load())
 	return nil
 }
 
@@ -190,7 +278,7 @@ func seed(ctx context.Context, b *postgres.Backend, n int) error {
 	r := rand.New(rand.NewPCG(1, 2))
 	const batch = 20_000
 	for done := 0; done < n; done += batch {
-		var jobRows, dataRows, kvRows [][]any
+		var jobRows, dataRows, kvRows, eventRows [][]any
 		for i := done; i < min(n, done+batch); i++ {
 			id := uuid.New()
 			created := now.Add(-time.Duration(r.Int64N(int64(90 * 24 * time.Hour)))).Truncate(time.Microsecond)
@@ -233,6 +321,14 @@ func seed(ctx context.Context, b *postgres.Backend, n int) error {
 					last = *t
 				}
 			}
+			// Its history, as a life over HTTP leaves it: create, start, end.
+			eventRows = append(eventRows, []any{id, "create", "applied", "http", "bench", "", "", "SCHEDULED", created})
+			if started != nil {
+				eventRows = append(eventRows, []any{id, "start", "applied", "http", "bench", "", "SCHEDULED", "RUNNING", *started})
+			}
+			if finished != nil {
+				eventRows = append(eventRows, []any{id, "end", "applied", "http", "bench", "", "RUNNING", state, *finished})
+			}
 			jobRows = append(jobRows, []any{id, state, tasks[pick(r, taskWeights)], item,
 				[]string{"koji_build", "bodhi_update", "compose"}[pick(r, []float64{70, 28, 2})],
 				arches[pick(r, archWeights)], id.String(), created, started, finished, last, last, notify, cause, fatal})
@@ -245,13 +341,21 @@ func seed(ctx context.Context, b *postgres.Backend, n int) error {
 			"request_id", "created_at", "started_at", "finished_at", "updated_at", "state_entered_at", "crash_notify", "crash_cause", "crash_fatal"}, pgx.CopyFromRows(jobRows)); err != nil {
 			return err
 		}
+		if _, err := pool.CopyFrom(ctx, pgx.Identifier{"job_events"}, []string{"job_uuid", "kind", "verdict", "origin", "message_id",
+			"actor", "state_from", "state_to", "recorded_at"}, pgx.CopyFromRows(eventRows)); err != nil {
+			return err
+		}
 		for table, rows := range map[string][][]any{"job_data": dataRows, "crash_keyvals": kvRows} {
 			if _, err := pool.CopyFrom(ctx, pgx.Identifier{table}, []string{"job_uuid", "key", "position", "value"}, pgx.CopyFromRows(rows)); err != nil {
 				return err
 			}
 		}
 	}
-	_, err := pool.Exec(ctx, `ANALYZE jobs, job_data, crash_keyvals`)
+	// As migration 0004 marks crashes older than automatic rescheduling.
+	if _, err := pool.Exec(ctx, `UPDATE jobs SET auto_reschedule = 'predates' WHERE state = 'CRASHED'`); err != nil {
+		return err
+	}
+	_, err := pool.Exec(ctx, `ANALYZE jobs, job_data, crash_keyvals, job_events`)
 	return err
 }
 
