@@ -12,8 +12,9 @@ import (
 	"github.com/fedora-qa/execdb/storage"
 )
 
-// Page sizes of /jobs: the API's limits, with a larger default.
-const defaultJobsLimit = 50
+// Page size of /jobs: the API's default (a keyval search walks newest first until the page is
+// full, so a larger page costs more than its rows).
+const defaultJobsLimit = storage.DefaultLimit
 
 // jobView is a job as the lists and the job page show it.
 type jobView struct {
