@@ -262,6 +262,7 @@ func (b *browser) viewport(t *testing.T, width, height int64, mobile bool) {
 // the search form, paging, the T833 question from the dashboard, the rejected messages, a
 // phone's screen. No request may leave the host, and no page or asset may fail.
 func TestBrowser(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	s := newSite(t)
 	start := time.Now()

@@ -18,9 +18,10 @@ import (
 // The dashboard's figures are counted by the same stats queries as the API's, each over a
 // bounded window, but together they take longer than a page may (a third of a second for a
 // month of crashes on a million jobs): they are counted at most once a dashboardMaxAge, in the
-// background once there is a previous count to show, and the page says when they were.
+// background while the previous count is recent enough to show, and the page says when.
 const (
 	dashboardMaxAge  = time.Minute
+	dashboardStale   = 10 * time.Minute // older figures are not shown: the page waits for new ones
 	dashboardTimeout = 30 * time.Second
 	// nearTimeout is how close to the watchdog's timeout a job counts as stuck.
 	nearTimeout = 0.8
@@ -114,19 +115,21 @@ func (s *site) dashboard(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "dashboard", page{Title: "Dashboard", Section: "dashboard", Data: d})
 }
 
-// dashboardData returns the figures: the last count while it is fresh; the last count while a
-// new one is made in the background once it is older than dashboardMaxAge; or, with none yet,
-// a new count, which concurrent requests wait for together.
+// dashboardData returns the figures: the last count while it is fresh (dashboardMaxAge); the
+// last count while a new one is made in the background when it is older, up to
+// dashboardStale; or else a new count, which concurrent requests wait for together.
 func (s *site) dashboardData(ctx context.Context) (*dashboardData, error) {
 	c := s.dash
 	c.mu.Lock()
-	if c.data != nil {
-		d := c.data
-		if s.read.Now().Sub(d.AsOf) >= dashboardMaxAge && !c.refreshing {
+	if d := c.data; d != nil {
+		age := s.read.Now().Sub(d.AsOf)
+		if age >= dashboardMaxAge && !c.refreshing {
 			c.startLocked(s)
 		}
-		c.mu.Unlock()
-		return d, nil
+		if age < dashboardStale {
+			c.mu.Unlock()
+			return d, nil
+		}
 	}
 	if !c.refreshing {
 		c.startLocked(s)
@@ -140,7 +143,7 @@ func (s *site) dashboardData(ctx context.Context) (*dashboardData, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.data == nil {
+	if c.err != nil {
 		return nil, c.err
 	}
 	return c.data, nil

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,6 +60,7 @@ func wantIn(t testing.TB, what, body string, parts ...string) {
 }
 
 func TestPagesShowTheSeededJobs(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	p := newPages(t, s, "")
 
@@ -138,6 +140,7 @@ func pageLinks(body string) []string {
 }
 
 func TestEveryLinkIsUnderTheBaseURL(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	p := newPages(t, s, base)
 	paths := []string{"/", "/jobs", "/jobs?state=CRASHED&limit=5", "/jobs/" + s.crashed.UUID.String(), "/jobs/" + s.chain[1].String(),
@@ -170,6 +173,7 @@ func TestEveryLinkIsUnderTheBaseURL(t *testing.T) {
 }
 
 func TestSearchFormIsTheAPIQuery(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	p := newPages(t, s, base)
 	// What a form without JavaScript sends: every field, empty or not, and condition rows.
@@ -193,6 +197,7 @@ func TestSearchFormIsTheAPIQuery(t *testing.T) {
 }
 
 func TestPagingWalksEveryJob(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	p := newPages(t, s, base)
 	next := "/jobs?limit=7&since=60d"
@@ -221,6 +226,7 @@ func TestPagingWalksEveryJob(t *testing.T) {
 }
 
 func TestBadInputAnswersAPage(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	p := newPages(t, s, "")
 	for _, c := range []struct {
@@ -275,6 +281,7 @@ func (down) Stats(context.Context, storage.StatsQuery) (storage.StatsResult, err
 func (down) Now() time.Time { return time.Now() }
 
 func TestUnavailableDatabaseAnswers503(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	p := web.New(web.Config{Reader: down{storeReader{s.store}}})
 	defer p.Close()
@@ -287,6 +294,7 @@ func TestUnavailableDatabaseAnswers503(t *testing.T) {
 }
 
 func TestUserInputIsEscaped(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	p := newPages(t, s, "")
 	evil := `"><script>alert(1)</script>`
@@ -308,6 +316,7 @@ func TestUserInputIsEscaped(t *testing.T) {
 }
 
 func TestPagesLoadNothingFromElsewhereAndNeedNoScript(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	p := newPages(t, s, "")
 	for _, path := range []string{"/", "/jobs", "/jobs/" + s.crashed.UUID.String(), "/stats?state=CRASHED&group_by=cause", "/rejected"} {
@@ -337,32 +346,59 @@ func TestPagesLoadNothingFromElsewhereAndNeedNoScript(t *testing.T) {
 }
 
 func TestDashboardCountsOnceAMinute(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
-	counting := &countingReader{Reader: storeReader{s.store}}
-	p := web.New(web.Config{Reader: counting})
+	r := &countingReader{Reader: storeReader{s.store}}
+	r.now.Store(time.Now().UnixNano())
+	p := web.New(web.Config{Reader: r, Logger: zaptest.NewLogger(t)})
 	defer p.Close()
-	mustGet(t, p, "/")
-	first := counting.stats
-	if first == 0 {
+	asOf := func() string {
+		return regexp.MustCompile(`Figures as of <time datetime="([^"]*)"`).FindStringSubmatch(mustGet(t, p, "/"))[1]
+	}
+	first := asOf()
+	counted := r.stats.Load()
+	if counted == 0 {
 		t.Fatal("the dashboard asked no stats")
 	}
-	mustGet(t, p, "/")
-	if counting.stats != first {
-		t.Errorf("a second look within the minute asked %d more stats, want none", counting.stats-first)
+	if asOf() != first || r.stats.Load() != counted {
+		t.Errorf("a second look within the minute counted again")
+	}
+	// Two minutes on: the old figures at once, new ones counted in the background.
+	r.advance(2 * time.Minute)
+	if asOf() != first {
+		t.Error("a look after two minutes waited for a new count")
+	}
+	for deadline := time.Now().Add(10 * time.Second); asOf() == first; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the figures were not counted again")
+		}
+	}
+	// An hour on: figures that old are not shown; the page waits for new ones.
+	second := asOf()
+	r.advance(time.Hour)
+	if third := asOf(); third == second {
+		t.Error("a look after an hour showed the hour-old figures")
 	}
 }
 
+// countingReader counts stats questions and has a clock the test moves.
 type countingReader struct {
 	web.Reader
-	stats int
+	stats atomic.Int64
+	now   atomic.Int64
 }
 
 func (c *countingReader) Stats(ctx context.Context, q storage.StatsQuery) (storage.StatsResult, error) {
-	c.stats++ // the dashboard's questions run concurrently only within one count
+	c.stats.Add(1)
 	return c.Reader.Stats(ctx, q)
 }
 
+func (c *countingReader) Now() time.Time { return time.Unix(0, c.now.Load()).UTC() }
+
+func (c *countingReader) advance(d time.Duration) { c.now.Add(int64(d)) }
+
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	for _, c := range []web.Config{
 		{},
 		{Reader: down{}, BaseURL: "taskotron.example.org/execdb"},
@@ -385,6 +421,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestPatternsServeEveryPage(t *testing.T) {
+	t.Parallel()
 	s := seed(t)
 	p := newPages(t, s, "")
 	mux := http.NewServeMux()
