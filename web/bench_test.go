@@ -41,7 +41,9 @@ func BenchmarkPages(b *testing.B) {
 	defer backend.Close()
 	store := storage.New(backend, storage.Config{Now: func() time.Time { return benchNow }})
 	read := storeReader{store}
-	newPages := func() *web.Pages { return web.New(web.Config{Reader: read, BaseURL: "https://taskotron.example.org/execdb"}) }
+	newPages := func() *web.Pages {
+		return web.New(web.Config{Reader: read, BaseURL: "https://taskotron.example.org/execdb"})
+	}
 
 	// A crashed job with a history, and the second page of a search.
 	f, _ := storage.ParseFilter(url.Values{"state": {"CRASHED"}, "cause": {"minion"}}, benchNow)

@@ -441,6 +441,59 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("dark", func(t *testing.T) {
+		dark := func(on bool) {
+			p := emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "light"}}}
+			if on {
+				p.Features[0].Value = "dark"
+			}
+			if _, err := chromedp.Call(b.ctx, emulation.SetEmulatedMedia, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dark(true)
+		defer dark(false)
+		b.open(t, s.base+"/jobs/"+s.seed.crashed.UUID.String())
+		styles, err := chromedp.Run(b.ctx, chromedp.ComputedStyle(chromedp.CSS("body")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range styles {
+			if st.Name == "background-color" && st.Value != "rgb(13, 17, 23)" {
+				t.Errorf("got a %s background in the dark, want rgb(13, 17, 23)", st.Value)
+			}
+		}
+		b.screenshot(t, "job-dark.png")
+	})
+
+	t.Run("keyboard", func(t *testing.T) {
+		// Tab reaches the skip link first, then the navigation; Enter follows a focused link.
+		b.open(t, s.base+"/")
+		focused := func() string {
+			v, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.activeElement.textContent`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strings.TrimSpace(v)
+		}
+		var got []string
+		for range 4 {
+			if err := chromedp.Do(b.ctx, chromedp.KeyEvent("\t")); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, focused())
+		}
+		if want := []string{"Skip to content", "ExecDB", "Dashboard", "Jobs"}; !slices.Equal(got, want) {
+			t.Fatalf("Tab went through %q, want %q", got, want)
+		}
+		if _, err := chromedp.RunResponse(b.ctx, chromedp.KeyEvent("\r")); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(b.location(t), "/execdb/jobs") {
+			t.Errorf("Enter on Jobs led to %s", b.location(t))
+		}
+	})
+
 	t.Run("every link resolves", func(t *testing.T) {
 		s.crawl(t)
 	})

@@ -62,6 +62,7 @@ type statsData struct {
 	Error     *pageError
 	Took      time.Duration
 	Query     string // the question as the API's query string
+	Headline  string // the question in words, when it is one of the ready-made ones
 }
 
 // statsQuery reads the filters, group_by and bucket of a stats question as the API does.
@@ -128,6 +129,11 @@ func (s *site) statsPage(w http.ResponseWriter, r *http.Request, retries bool) {
 		return
 	}
 	d.Asked = true
+	for _, qu := range d.Questions {
+		if qu.Href == s.link(path, q) {
+			d.Headline = qu.Text
+		}
+	}
 	d.APIHref = s.link(api, q)
 	d.OtherHref = s.link(other, q)
 	d.JobsHref = s.link("/jobs", q.clone("group_by", "bucket"))

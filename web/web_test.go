@@ -101,7 +101,7 @@ func TestPagesShowTheSeededJobs(t *testing.T) {
 	wantIn(t, "running job", running, "running for", "of the 3 h the watchdog allows")
 
 	stats := mustGet(t, p, "/stats?state=CRASHED&cause=minion&kv.step=MINION_CREATION&since=30d&group_by=kv.reason")
-	wantIn(t, "T833", stats, "TIMED_OUT", "NO_SPACE", `<svg class="bars"`, "queue wait",
+	wantIn(t, "T833", stats, "How often did minion creation fail last month, by reason?", "TIMED_OUT", "NO_SPACE", `<svg class="bars"`, "queue wait",
 		`href="/jobs?cause=minion&amp;kv.reason=TIMED_OUT&amp;kv.step=MINION_CREATION&amp;since=30d&amp;state=CRASHED"`,
 		`href="/api/v1/stats?cause=minion&amp;group_by=kv.reason&amp;kv.step=MINION_CREATION&amp;since=30d&amp;state=CRASHED"`)
 
