@@ -30,12 +30,16 @@ import (
 const chromium = "/usr/bin/chromium"
 
 // site is ExecDB's pages behind a reverse proxy that serves them under /execdb and strips it,
-// as Apache or nginx would, with EXECDB_BASE_URL pointing at the proxy.
+// as Apache or nginx would. EXECDB_BASE_URL is the public name, https://taskotron.example.org/execdb:
+// the pages' links carry its path only, so they work through the proxy on 127.0.0.1 too.
 type site struct {
 	base  string // http://127.0.0.1:port/execdb
 	seed  *seeded
 	pages *web.Pages
 }
+
+// publicBase is EXECDB_BASE_URL of the site.
+const publicBase = "https://taskotron.example.org/execdb"
 
 // apiRoute matches the API paths the pages link to; the test serves a stand-in for them,
 // since the API is not this package's.
@@ -48,7 +52,7 @@ func newSite(t *testing.T) *site {
 	proxy := httptest.NewServer(nil)
 	t.Cleanup(proxy.Close)
 	s.base = proxy.URL + "/execdb"
-	s.pages = web.New(web.Config{Reader: storeReader{s.seed.store}, BaseURL: s.base, Logger: zaptest.NewLogger(t),
+	s.pages = web.New(web.Config{Reader: storeReader{s.seed.store}, BaseURL: publicBase, Logger: zaptest.NewLogger(t),
 		ResultsDBURL: "https://resultsdb.example.org/api/v2.0"})
 	t.Cleanup(s.pages.Close)
 	mux := http.NewServeMux()
@@ -292,7 +296,7 @@ func TestBrowser(t *testing.T) {
 		b.open(t, s.base+"/jobs/"+s.seed.crashed.UUID.String())
 		body := b.text(t, "main")
 		for _, want := range []string{"htop-3.3.0-1.fc45", "MINION_CREATION", "TIMED_OUT", "taskotron-client10-3",
-			"execdb job reschedule " + s.seed.crashed.UUID.String(), "Authorization: Bearer $EXECDB_TOKEN", "export EXECDB_SERVER=" + s.base} {
+			"execdb job reschedule " + s.seed.crashed.UUID.String(), "Authorization: Bearer $EXECDB_TOKEN", "export EXECDB_SERVER=" + publicBase} {
 			if !strings.Contains(body, want) {
 				t.Errorf("the job page lacks %q", want)
 			}
