@@ -201,7 +201,7 @@ func newLineChart(title string, buckets []time.Time, all []timeSeries, bucket ti
 	}
 	every := max(1, int(math.Ceil(float64(len(buckets))/7)))
 	for i, b := range buckets {
-		if i%every == 0 || i == len(buckets)-1 && len(buckets) <= 8 {
+		if i%every == 0 {
 			c.XLabels = append(c.XLabels, xLabel{X: pct(x(i)), Label: bucketLabel(b, bucket)})
 		}
 	}
@@ -238,6 +238,9 @@ func niceScale(v int64) (top, step int64) {
 	raw := float64(v) / 4
 	mag := math.Pow(10, math.Floor(math.Log10(raw)))
 	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+		if m == 2.5 && mag < 10 {
+			continue // counts: whole steps only
+		}
 		if s := m * mag; s >= raw {
 			step = int64(math.Ceil(s))
 			break

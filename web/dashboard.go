@@ -196,16 +196,15 @@ func (c *dashboardCache) close() {
 
 // statsOf parses a stats question written as the API's query string; the dashboard's figures
 // are defined so, and link to the list they count with the same string.
-func statsOf(raw string, now time.Time, groupBy ...storage.Field) (storage.StatsQuery, query) {
+func statsOf(raw string, now time.Time, groupBy ...storage.Field) (storage.StatsQuery, query, error) {
 	v, err := url.ParseQuery(raw)
-	if err != nil {
-		panic(err)
+	if err == nil {
+		var f storage.Filter
+		if f, err = storage.ParseFilter(v, now); err == nil {
+			return storage.StatsQuery{Filter: f, GroupBy: groupBy}, query(v), nil
+		}
 	}
-	f, err := storage.ParseFilter(v, now)
-	if err != nil {
-		panic(fmt.Sprintf("dashboard question %q: %v", raw, err))
-	}
-	return storage.StatsQuery{Filter: f, GroupBy: groupBy}, query(v)
+	return storage.StatsQuery{}, nil, fmt.Errorf("dashboard question %q: %w", raw, err)
 }
 
 // countDashboard asks every question of the dashboard, at the same time.
@@ -227,8 +226,12 @@ func (s *site) countDashboard(ctx context.Context) (*dashboardData, error) {
 		res storage.StatsResult
 	}
 	asks := map[string]*ask{}
+	var badQuestion error
 	add := func(name, raw string, groupBy ...storage.Field) {
-		q, v := statsOf(raw, now, groupBy...)
+		q, v, err := statsOf(raw, now, groupBy...)
+		if err != nil {
+			badQuestion = err // a timeout too long for a relative time, say
+		}
 		asks[name] = &ask{q: q, raw: v}
 	}
 	add("active", "state=SCHEDULED,RUNNING", storage.FieldState)
@@ -239,6 +242,9 @@ func (s *site) countDashboard(ctx context.Context) (*dashboardData, error) {
 	asks["chart"].q.Bucket = storage.BucketDay
 	add("stuckRun", "state=RUNNING&until="+relative(d.RunNear))
 	add("stuckSched", "state=SCHEDULED&until="+relative(d.ScheduleNear))
+	if badQuestion != nil {
+		return nil, badQuestion
+	}
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
