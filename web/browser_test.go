@@ -311,6 +311,8 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("search form filters", func(t *testing.T) {
+		b.open(t, s.base+"/jobs?since=30d")
+		b.screenshot(t, "jobs.png")
 		b.open(t, s.base+"/jobs")
 		if err := chromedp.Do(b.ctx,
 			chromedp.Click(chromedp.CSS(`input[name="state"][value="CRASHED"]`)),
@@ -387,6 +389,11 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("got %d lines, want minion, network and task", n)
 		}
 		b.screenshot(t, "stats-lines.png")
+		b.click(t, `a[href*="/execdb/stats/retries?"]`)
+		if n := len(b.texts(t, "table.stats tbody tr")); n != 1 {
+			t.Errorf("got %d rows of retries, want the network crashes'", n)
+		}
+		b.screenshot(t, "retries.png")
 	})
 
 	t.Run("rejected", func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/storage"
@@ -56,8 +57,17 @@ func (s *site) funcs() template.FuncMap {
 		"join":     strings.Join,
 		"add":      func(a, b int) int { return a + b },
 		"list":     func(v ...string) []string { return v },
-		"upper":    func(v any) string { return strings.ToUpper(fmt.Sprint(v)) },
-		"deref":    func(id *uuid.UUID) uuid.UUID { return *id },
+		"bucketOf": func(t *time.Time, bucket string) string {
+			if t == nil {
+				return ""
+			}
+			if bucket == "week" {
+				return "week of " + bucketLabel(*t, bucketSpec(bucket).size())
+			}
+			return bucketLabel(*t, bucketSpec(bucket).size())
+		},
+		"upper": func(v any) string { return strings.ToUpper(fmt.Sprint(v)) },
+		"deref": func(id *uuid.UUID) uuid.UUID { return *id },
 		"kvTable": func(caption, keyName string, rows []kvRow) kvTable {
 			return kvTable{Caption: caption, KeyName: keyName, Rows: rows}
 		},
