@@ -157,6 +157,8 @@ func (s *site) pageErrorOf(r *http.Request, err error) *pageError {
 	case errors.Is(err, storage.ErrUnavailable):
 		s.log.Warn("database unavailable", zap.String("path", r.URL.Path), zap.Error(err))
 		return &pageError{Status: http.StatusServiceUnavailable, Message: "The database cannot be reached right now; try again shortly."}
+	case errors.Is(err, context.Canceled):
+		return &pageError{Status: http.StatusServiceUnavailable, Message: "ExecDB is shutting down; try again shortly."}
 	case errors.Is(err, context.DeadlineExceeded):
 		s.log.Warn("page timed out", zap.String("path", r.URL.Path), zap.Error(err))
 		return &pageError{Status: http.StatusServiceUnavailable, Message: "The database took too long to answer; try again shortly, or narrow the question."}

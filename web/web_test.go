@@ -291,6 +291,12 @@ func TestUnavailableDatabaseAnswers503(t *testing.T) {
 			t.Errorf("GET %s: got %d, want 503 with Retry-After", path, code)
 		}
 	}
+	// Closed pages (the server shutting down) count the dashboard no more.
+	closed := web.New(web.Config{Reader: storeReader{s.store}})
+	closed.Close()
+	if code, _, _ := get(t, closed, "/"); code != http.StatusServiceUnavailable {
+		t.Errorf("GET / after Close: got %d, want 503", code)
+	}
 }
 
 func TestUserInputIsEscaped(t *testing.T) {
