@@ -9,8 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fedora-qa/execdb/internal/metrics"
-	"github.com/fedora-qa/execdb/storage"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
@@ -28,12 +27,11 @@ type Config struct {
 	// Tokens maps each accepted bearer token to its name, recorded with every write, and its
 	// scopes. Empty means writes are accepted from loopback addresses only, and only directly.
 	Tokens map[string]Token
-	// Logger receives one line per write and every internal error.
+	// Logger receives every internal error. (Writes are logged, and counted, by the job
+	// service's commit hook: jobs.Config.OnCommit.)
 	Logger *zap.Logger
 	// Registry is where metrics are registered and what /metrics serves.
 	Registry *prometheus.Registry
-	// Jobs counts transitions; nil makes one on Registry.
-	Jobs *metrics.Jobs
 	// Checks are what /readyz asks besides the database, by name (e.g. "amqp").
 	Checks map[string]Check
 	// Version is what /healthz tells of the running build (version, commit).
@@ -44,39 +42,35 @@ type Config struct {
 	// asked.
 	BaseURL string
 	// Retention is what POST /api/v1/prune applies when its body names none.
-	Retention storage.Retention
+	Retention jobs.Retention
 	// OnPrune, when set, is told what every prune through the API did (for metrics and logs).
-	OnPrune func(storage.PruneResult)
+	OnPrune func(jobs.PruneResult)
 }
 
 // API serves the HTTP API over a store.
 type API struct {
 	baseURL   string
 	version   map[string]string
-	retention storage.Retention
-	onPrune   func(storage.PruneResult)
-	store     *storage.Store
+	retention jobs.Retention
+	onPrune   func(jobs.PruneResult)
+	store     *jobs.Service
 	auth      *authenticator
 	log       *zap.Logger
 	registry  *prometheus.Registry
-	jobs      *metrics.Jobs
 	checks    map[string]Check
 	requests  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 }
 
 // New returns the API over store.
-func New(store *storage.Store, cfg Config) *API {
-	a := &API{store: store, auth: newAuthenticator(cfg.Tokens), log: cfg.Logger, registry: cfg.Registry, jobs: cfg.Jobs, checks: cfg.Checks,
+func New(store *jobs.Service, cfg Config) *API {
+	a := &API{store: store, auth: newAuthenticator(cfg.Tokens), log: cfg.Logger, registry: cfg.Registry, checks: cfg.Checks,
 		version: cfg.Version, retention: cfg.Retention, onPrune: cfg.OnPrune, baseURL: strings.TrimRight(cfg.BaseURL, "/")}
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}
 	if a.registry == nil {
 		a.registry = prometheus.NewRegistry()
-	}
-	if a.jobs == nil {
-		a.jobs = metrics.NewJobs(a.registry)
 	}
 	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "execdb_http_requests_total",
@@ -165,7 +159,7 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 		results[name] = "ok"
 	}
-	check("database", a.store.Backend().Ping)
+	check("database", a.store.Ping)
 	for name, c := range a.checks {
 		check(name, c)
 	}

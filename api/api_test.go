@@ -12,9 +12,12 @@ import (
 	"testing"
 
 	"github.com/fedora-qa/execdb/api"
+	"github.com/fedora-qa/execdb/internal/metrics"
 	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // backends opens a fresh migrated backend of each kind; every HTTP test runs on both.
@@ -28,7 +31,10 @@ func forEachBackend(t *testing.T, cfg api.Config, fn func(t *testing.T, c *clien
 	for name, open := range backends {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			store := storage.New(open(t), storage.Config{})
+			cfg := cfg
+			cfg.Registry = prometheus.NewRegistry()
+			// As serve does: the service's commit hook counts the job metrics /metrics shows.
+			store := jobs.New(open(t), jobs.Config{OnCommit: metrics.NewJobs(cfg.Registry).Commit})
 			srv := httptest.NewServer(api.New(store, cfg).Handler())
 			t.Cleanup(srv.Close)
 			fn(t, &client{t: t, base: srv.URL, store: store})
@@ -40,7 +46,7 @@ type client struct {
 	t     *testing.T
 	base  string
 	token string
-	store *storage.Store // the server's
+	store *jobs.Service // the server's
 }
 
 type response struct {
@@ -281,7 +287,7 @@ func TestTokens(t *testing.T) {
 }
 
 func TestWritesFromLoopbackOnlyWithoutTokens(t *testing.T) {
-	store := storage.New(backends["sqlite"](t), storage.Config{})
+	store := jobs.New(backends["sqlite"](t), jobs.Config{})
 	h := api.New(store, api.Config{}).Handler()
 	for addr, want := range map[string]int{"10.1.2.3:4000": 403, "127.0.0.1:4000": 201, "[::1]:4000": 201} {
 		req := httptest.NewRequest("POST", "/api/v1/jobs", strings.NewReader(trigger))

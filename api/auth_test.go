@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/fedora-qa/execdb/api"
-	"github.com/fedora-qa/execdb/storage"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/google/uuid"
 )
 
@@ -82,7 +82,7 @@ func TestScopes(t *testing.T) {
 // TestProxiedWritesWithoutTokens: without tokens, a write that came through a reverse proxy on
 // the same host is refused, for the proxy makes every client look local.
 func TestProxiedWritesWithoutTokens(t *testing.T) {
-	store := storage.New(backends["sqlite"](t), storage.Config{})
+	store := jobs.New(backends["sqlite"](t), jobs.Config{})
 	h := api.New(store, api.Config{}).Handler()
 	for _, header := range []string{"X-Forwarded-For", "Forwarded", "X-Real-IP"} {
 		req := httptest.NewRequest("POST", "/api/v1/jobs", strings.NewReader(trigger))

@@ -8,12 +8,12 @@ import (
 
 	"github.com/fedora-qa/execdb/api"
 	"github.com/fedora-qa/execdb/internal/testenv"
-	"github.com/fedora-qa/execdb/storage"
+	"github.com/fedora-qa/execdb/jobs"
 )
 
 // fuzzServer is one API on SQLite with a crashed job, for the fuzz targets.
 func fuzzServer(f *testing.F) (http.Handler, string) {
-	store := storage.New(testenv.SQLite(f, ""), storage.Config{})
+	store := jobs.New(testenv.SQLite(f, ""), jobs.Config{})
 	h := api.New(store, api.Config{}).Handler()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, loopback(httptest.NewRequest("POST", "/api/v1/jobs", bytes.NewBufferString(trigger))))

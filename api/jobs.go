@@ -10,7 +10,6 @@ import (
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
-	"go.uber.org/zap"
 )
 
 // writeRequest is what every write handler gets after authentication and body reading.
@@ -76,10 +75,6 @@ func (a *API) createJob(w http.ResponseWriter, r *http.Request, req writeRequest
 	if err != nil {
 		return err
 	}
-	a.logWrite(statemachine.EventCreate, res, req.meta)
-	for _, p := range res.Parked { // start and end messages that were waiting for this job
-		a.jobs.Observe(p.Meta.Origin, p.Kind, p.Result)
-	}
 	status := http.StatusOK
 	if res.Created {
 		status = http.StatusCreated
@@ -134,7 +129,6 @@ func (a *API) apply(w http.ResponseWriter, r *http.Request, id uuid.UUID, ev sta
 	if err != nil {
 		return err
 	}
-	a.logWrite(ev.Kind(), res, ev.Meta)
 	switch res.Verdict {
 	case statemachine.Late:
 		return &httpError{status: http.StatusConflict, job: &res.Job,
@@ -145,19 +139,6 @@ func (a *API) apply(w http.ResponseWriter, r *http.Request, id uuid.UUID, ev sta
 	}
 	writeJSON(w, http.StatusOK, res.Job)
 	return nil
-}
-
-func (a *API) logWrite(kind statemachine.EventKind, res storage.Result, meta statemachine.Meta) {
-	a.jobs.Observe(meta.Origin, kind, res)
-	a.log.Info("job "+string(kind),
-		zap.String("job_uuid", res.Job.UUID.String()),
-		zap.String("verdict", string(res.Verdict)),
-		zap.String("state_from", string(res.StateFrom)),
-		zap.String("state_to", string(res.Job.State)),
-		zap.String("source", string(meta.Origin)),
-		zap.String("message_id", meta.MessageID),
-		zap.String("actor", meta.Actor),
-	)
 }
 
 func (a *API) getJob(w http.ResponseWriter, r *http.Request) {

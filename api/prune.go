@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/schemas"
-	"github.com/fedora-qa/execdb/storage"
 )
 
 // prunePause is the wait between a prune's batches: writers get the database between them.
@@ -35,7 +35,7 @@ func (a *API) prune(w http.ResponseWriter, r *http.Request, req writeRequest) er
 		if err := json.Unmarshal(raw, &spec); err != nil {
 			return &schemas.FieldError{Field: "retention", Message: "must be a string such as FINISHED=90d,CRASHED=365d,rejected=30d"}
 		}
-		if retention, err = storage.ParseRetention(spec); err != nil {
+		if retention, err = jobs.ParseRetention(spec); err != nil {
 			return &schemas.FieldError{Field: "retention", Message: err.Error()}
 		}
 	}

@@ -10,14 +10,15 @@ import (
 
 	"github.com/fedora-qa/execdb/api"
 	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 )
 
 func TestListRejected(t *testing.T) {
 	b := testenv.SQLite(t, "")
-	store := storage.New(b, storage.Config{})
-	var msgs []storage.BusMessage
+	store := jobs.New(b, jobs.Config{})
+	var msgs []jobs.BusMessage
 	for i := range 5 {
 		origin := statemachine.OriginAMQP
 		if i == 4 {
@@ -27,9 +28,9 @@ func TestListRejected(t *testing.T) {
 		if i == 0 {
 			body = []byte{0xff, 0xfe}
 		}
-		msgs = append(msgs, storage.BusMessage{Meta: statemachine.Meta{Origin: origin, MessageID: fmt.Sprint("m", i)},
+		msgs = append(msgs, jobs.BusMessage{Meta: statemachine.Meta{Origin: origin, MessageID: fmt.Sprint("m", i)},
 			Topic: "org.example.taskotron.runtask.end", Body: body,
-			Reject: &storage.Rejection{Reason: storage.RejectSchema, Field: "crash.cause", Detail: "must be one of …"}})
+			Reject: &jobs.Rejection{Reason: storage.RejectSchema, Field: "crash.cause", Detail: "must be one of …"}})
 	}
 	if _, err := store.ApplyBus(context.Background(), msgs); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fedora-qa/execdb/bus"
 	"github.com/fedora-qa/execdb/consumer"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"go.uber.org/zap"
@@ -15,7 +16,7 @@ import (
 
 // replayResponse is the answer of a replay: what applying the message again did.
 type replayResponse struct {
-	Outcome   storage.BusOutcome   `json:"outcome"`          // applied, duplicate, late, parked or rejected
+	Outcome   jobs.BusOutcome      `json:"outcome"`          // applied, duplicate, late, parked or rejected
 	Reason    storage.RejectReason `json:"reason,omitempty"` // when rejected again
 	Detail    string               `json:"detail,omitempty"` // when rejected again
 	MessageID string               `json:"message_id"`       // the replay's id in the job's history
@@ -53,12 +54,11 @@ func (a *API) replayRejected(w http.ResponseWriter, r *http.Request, req writeRe
 	}
 	replayID, _ := bus.StorableID("replay:" + strconv.FormatInt(id, 10))
 	m.Meta.MessageID, m.Meta.Actor = replayID, req.meta.Actor
-	results, err := a.store.ApplyBus(r.Context(), []storage.BusMessage{m})
+	results, err := a.store.ApplyBus(r.Context(), []jobs.BusMessage{m})
 	if err != nil {
 		return err
 	}
 	res := results[0]
-	a.jobs.Observe(m.Meta.Origin, res.Kind, res.Result)
 	out := replayResponse{Outcome: res.Outcome, Reason: res.Reason, MessageID: replayID}
 	if res.Rejection != nil {
 		out.Detail = res.Rejection.Detail

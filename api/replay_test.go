@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/api"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
@@ -25,12 +26,12 @@ func TestReplayRejected(t *testing.T) {
 		store := c.store
 		id := uuid.New()
 		prefix := store.TopicPrefix()
-		msgs := []storage.BusMessage{
+		msgs := []jobs.BusMessage{
 			{Meta: statemachine.Meta{Origin: statemachine.OriginAMQP, MessageID: "orphan-start"}, Topic: prefix + ".taskotron.runtask.start",
 				Body: []byte(fmt.Sprintf(`{"uuid":%q,"runner":{"name":"buildbot","jobid":"all/9"}}`, id)), JobUUID: id,
 				Event: &statemachine.Event{Start: &statemachine.Start{Runner: &statemachine.Runner{Name: "buildbot", JobID: "all/9"}}}},
 			{Meta: statemachine.Meta{Origin: statemachine.OriginAMQP, MessageID: "garbage"}, Topic: prefix + ".taskotron.runtask.end",
-				Body: []byte(`{"uuid":`), Reject: &storage.Rejection{Reason: storage.RejectUndecodable}},
+				Body: []byte(`{"uuid":`), Reject: &jobs.Rejection{Reason: storage.RejectUndecodable}},
 		}
 		if _, err := store.ApplyBus(context.Background(), msgs); err != nil {
 			t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/fedora-qa/execdb/api/query"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
@@ -33,7 +35,7 @@ func (a *API) rescheduleJob(w http.ResponseWriter, r *http.Request, req writeReq
 			return err
 		}
 	}
-	var opts storage.RescheduleOptions
+	var opts jobs.RescheduleOptions
 	if opts.Force, err = optionalBool(obj, "force", ""); err != nil {
 		return err
 	}
@@ -41,7 +43,7 @@ func (a *API) rescheduleJob(w http.ResponseWriter, r *http.Request, req writeReq
 		return err
 	}
 	res, err := a.store.Reschedule(r.Context(), id, opts, req.meta)
-	var refused *storage.RefusedError
+	var refused *jobs.RefusedError
 	if errors.As(err, &refused) {
 		field := ""
 		if refused.Reason == statemachine.SkipFatal {
@@ -52,7 +54,6 @@ func (a *API) rescheduleJob(w http.ResponseWriter, r *http.Request, req writeReq
 	if err != nil {
 		return err
 	}
-	a.logReschedule(res, opts, req.meta)
 	status := http.StatusOK
 	if res.Created {
 		status = http.StatusCreated
@@ -79,7 +80,7 @@ func (a *API) rescheduleBulk(w http.ResponseWriter, r *http.Request, req writeRe
 	if err != nil {
 		return err
 	}
-	f, err := storage.ParseFilter(params, a.store.Now())
+	f, err := query.ParseFilter(params, a.store.Now())
 	if err != nil {
 		var fe *schemas.FieldError
 		if errors.As(err, &fe) {
@@ -87,7 +88,7 @@ func (a *API) rescheduleBulk(w http.ResponseWriter, r *http.Request, req writeRe
 		}
 		return err
 	}
-	var opts storage.RescheduleOptions
+	var opts jobs.RescheduleOptions
 	dryRun, err := optionalBool(obj, "dry_run", "")
 	if err != nil {
 		return err
@@ -101,9 +102,6 @@ func (a *API) rescheduleBulk(w http.ResponseWriter, r *http.Request, req writeRe
 	res, err := a.store.RescheduleBulk(r.Context(), f, dryRun, opts, req.meta)
 	if err != nil {
 		return err
-	}
-	for _, s := range res.Successors {
-		a.jobs.Observe(req.meta.Origin, statemachine.EventCreate, storage.Result{Job: s, Verdict: statemachine.Applied, Created: true})
 	}
 	a.log.Info("bulk reschedule",
 		zap.Bool("dry_run", dryRun), zap.Bool("force", opts.Force), zap.Int("matched", res.Matched),
@@ -142,22 +140,6 @@ func (a *API) retryStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, retryStatsResponse{Total: res.Total, GroupBy: q.GroupBy, Bucket: q.Bucket, Data: res.Rows})
-}
-
-func (a *API) logReschedule(res storage.RescheduleResult, opts storage.RescheduleOptions, meta statemachine.Meta) {
-	if res.Created {
-		a.jobs.Observe(meta.Origin, statemachine.EventCreate, storage.Result{Job: res.Successor, Verdict: statemachine.Applied, Created: true})
-	}
-	a.log.Info("job reschedule",
-		zap.String("job_uuid", res.Parent.UUID.String()),
-		zap.String("successor_uuid", res.Successor.UUID.String()),
-		zap.Bool("created", res.Created),
-		zap.Bool("force", opts.Force),
-		zap.Int("attempt", res.Successor.Attempt),
-		zap.String("source", string(meta.Origin)),
-		zap.String("message_id", meta.MessageID),
-		zap.String("actor", meta.Actor),
-	)
 }
 
 // optionalBool reads obj[key] as a boolean; absent or null is false.

@@ -11,19 +11,24 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/api"
+	"github.com/fedora-qa/execdb/internal/metrics"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // forEachBackendStore is forEachBackend with the store at hand and its clock under the test's
 // control, for sweeps the test runs itself.
-func forEachBackendStore(t *testing.T, cfg api.Config, fn func(t *testing.T, c *client, s *storage.Store, clock *testClock)) {
+func forEachBackendStore(t *testing.T, cfg api.Config, fn func(t *testing.T, c *client, s *jobs.Service, clock *testClock)) {
 	for name, open := range backends {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			clock := &testClock{now: time.Now().UTC().Truncate(time.Second)}
-			store := storage.New(open(t), storage.Config{Now: clock.Now})
+			cfg := cfg
+			cfg.Registry = prometheus.NewRegistry()
+			store := jobs.New(open(t), jobs.Config{Now: clock.Now, OnCommit: metrics.NewJobs(cfg.Registry).Commit})
 			srv := httptest.NewServer(api.New(store, cfg).Handler())
 			t.Cleanup(srv.Close)
 			fn(t, &client{t: t, base: srv.URL}, store, clock)
@@ -336,7 +341,7 @@ func TestRetryStats(t *testing.T) {
 // TestWatchdogThenRealEnd: a job the watchdog crashed answers the runner's own end, when it
 // finally comes, with 409 and the job as the watchdog left it; the report is kept as a conflict.
 func TestWatchdogThenRealEnd(t *testing.T) {
-	forEachBackendStore(t, api.Config{}, func(t *testing.T, c *client, s *storage.Store, clock *testClock) {
+	forEachBackendStore(t, api.Config{}, func(t *testing.T, c *client, s *jobs.Service, clock *testClock) {
 		running := c.create(trigger)
 		expectStatus(t, c.do("POST", running.Href()+"/start", `{}`), 200)
 		scheduled := c.create(trigger)
@@ -375,7 +380,7 @@ func TestWatchdogThenRealEnd(t *testing.T) {
 
 // TestAutoRescheduleOverHTTP: what the automatic rescheduler did shows in the API.
 func TestAutoRescheduleOverHTTP(t *testing.T) {
-	forEachBackendStore(t, api.Config{}, func(t *testing.T, c *client, s *storage.Store, clock *testClock) {
+	forEachBackendStore(t, api.Config{}, func(t *testing.T, c *client, s *jobs.Service, clock *testClock) {
 		ctx := context.Background()
 		job := c.crashed(trigger, `{"cause":"network"}`)
 		p := statemachine.AutoPolicy{Limit: 2, FirstDelay: 30 * time.Second}

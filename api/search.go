@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fedora-qa/execdb/api/query"
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
@@ -20,7 +21,7 @@ func (a *API) searchJobs(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	f, err := storage.ParseFilter(params, a.store.Now(), "limit", "after")
+	f, err := query.ParseFilter(params, a.store.Now(), "limit", "after")
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -104,21 +105,21 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 
 // statsQuery reads the filters, group_by and bucket of a stats request.
 func (a *API) statsQuery(params url.Values) (storage.StatsQuery, error) {
-	f, err := storage.ParseFilter(params, a.store.Now(), "group_by", "bucket")
+	f, err := query.ParseFilter(params, a.store.Now(), "group_by", "bucket")
 	if err != nil {
 		return storage.StatsQuery{}, err
 	}
 	q := storage.StatsQuery{Filter: f, GroupBy: []storage.Field{}}
 	for _, raw := range params["group_by"] {
 		for _, name := range strings.Split(raw, ",") {
-			field, err := storage.ParseField(name)
+			field, err := query.ParseField(name)
 			if err != nil {
 				return q, &schemas.FieldError{Field: "group_by", Message: strconv.Quote(name) + ": " + err.Error()}
 			}
 			q.GroupBy = append(q.GroupBy, field)
 		}
 	}
-	if q.Bucket, err = storage.ParseBucket(params.Get("bucket")); err != nil {
+	if q.Bucket, err = query.ParseBucket(params.Get("bucket")); err != nil {
 		return q, &schemas.FieldError{Field: "bucket", Message: err.Error()}
 	}
 	return q, nil

@@ -9,8 +9,8 @@ import (
 
 	"github.com/fedora-qa/execdb/api"
 	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
-	"github.com/fedora-qa/execdb/storage"
 )
 
 // TestHostileText: NUL and invalid UTF-8 anywhere a client can put them (body strings, keys,
@@ -81,7 +81,7 @@ func TestDatabaseUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy := testenv.NewProxy(t, u.Host)
-	store := storage.New(testenv.Postgres(t, proxy.URL(t, base)), storage.Config{})
+	store := jobs.New(testenv.Postgres(t, proxy.URL(t, base)), jobs.Config{})
 	srv := httptest.NewServer(api.New(store, api.Config{}).Handler())
 	t.Cleanup(srv.Close)
 	c := &client{t: t, base: srv.URL}

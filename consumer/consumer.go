@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/bus"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
@@ -27,19 +28,16 @@ const (
 
 // Config configures a Consumer.
 type Config struct {
-	// Store applies the messages.
-	Store *storage.Store
+	// Store applies the messages. (Its commit hook counts and logs what they did to jobs.)
+	Store *jobs.Service
 	// Origin is the transport's name in histories and metrics: amqp or fedmsg.
 	Origin statemachine.Origin
-	// Prefix is the topic prefix; empty means storage.DefaultTopicPrefix.
+	// Prefix is the topic prefix; empty means jobs.DefaultTopicPrefix.
 	Prefix string
 	// Log receives rejections and problems; nil means none.
 	Log *zap.Logger
 	// Metrics are updated when set.
 	Metrics *Metrics
-	// Observe is told the result of every create and event that reached a job (the job
-	// transition metrics); nil means nobody.
-	Observe func(statemachine.Origin, statemachine.EventKind, storage.Result)
 	// Workers apply batches in parallel; the messages of one job always go to the same worker,
 	// in order. 0 means DefaultWorkers.
 	Workers int
@@ -129,7 +127,7 @@ func (c *Consumer) stalled(now time.Time) (worst time.Duration, held, which int,
 // New returns a consumer.
 func New(cfg Config) *Consumer {
 	if cfg.Prefix == "" {
-		cfg.Prefix = storage.DefaultTopicPrefix
+		cfg.Prefix = jobs.DefaultTopicPrefix
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = DefaultWorkers
@@ -155,7 +153,7 @@ func New(cfg Config) *Consumer {
 
 type item struct {
 	d bus.Delivery
-	m storage.BusMessage
+	m jobs.BusMessage
 }
 
 // Run takes deliveries from sub until ctx ends or sub is closed, and returns then, after the
@@ -207,7 +205,7 @@ func (c *Consumer) Run(ctx context.Context, sub bus.Subscriber) error {
 
 // partition picks the worker of a message: by job uuid, so that one job's messages stay in
 // order.
-func partition(m storage.BusMessage, n int) int {
+func partition(m jobs.BusMessage, n int) int {
 	h := fnv.New32a()
 	switch {
 	case m.Event != nil:
@@ -268,7 +266,7 @@ func (c *Consumer) work(ctx context.Context, q <-chan item, state *workerState) 
 
 // process applies a batch and settles its deliveries.
 func (c *Consumer) process(ctx context.Context, batch []item, backoff *bus.Backoff, state *workerState) {
-	msgs := make([]storage.BusMessage, len(batch))
+	msgs := make([]jobs.BusMessage, len(batch))
 	for i, it := range batch {
 		msgs[i] = it.m
 	}
@@ -300,7 +298,7 @@ func (c *Consumer) process(ctx context.Context, batch []item, backoff *bus.Backo
 // rejection of such a message be refused, the message is rejected without being stored
 // (unstored): settled, dead-lettered and counted, never retried for ever. ok is false when ctx
 // ended while the database failed: nothing was applied.
-func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff *bus.Backoff, state *workerState) ([]storage.BusResult, bool) {
+func (c *Consumer) apply(ctx context.Context, msgs []jobs.BusMessage, backoff *bus.Backoff, state *workerState) ([]jobs.BusResult, bool) {
 	dbCtx := context.WithoutCancel(ctx)
 	for attempt := 0; ; attempt++ {
 		results, err := c.cfg.Store.ApplyBus(dbCtx, msgs)
@@ -313,9 +311,9 @@ func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff
 		}
 		state.failed(err)
 		if attempt >= 1 && len(msgs) > 1 {
-			out := make([]storage.BusResult, 0, len(msgs))
+			out := make([]jobs.BusResult, 0, len(msgs))
 			for _, m := range msgs {
-				r, ok := c.apply(ctx, []storage.BusMessage{m}, backoff, state)
+				r, ok := c.apply(ctx, []jobs.BusMessage{m}, backoff, state)
 				if !ok {
 					return nil, false
 				}
@@ -329,13 +327,13 @@ func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff
 				// The database refuses even to keep the rejection.
 				c.log.Error("database refused to store a rejected bus message; dead-lettering it unstored",
 					zap.String("message_id", m.Meta.MessageID), zap.String("topic", schemas.EscapeTruncate(m.Topic, 256)), zap.Error(err))
-				return []storage.BusResult{{Outcome: storage.BusRejected, Kind: m.Reject.Kind, Reason: m.Reject.Reason,
+				return []jobs.BusResult{{Outcome: jobs.BusRejected, Kind: m.Reject.Kind, Reason: m.Reject.Reason,
 					Rejection: m.Reject, Unstored: true}}, true
 			}
 			// The database refuses this message's data: keep it as rejected instead.
 			c.log.Warn("database refused a bus message; rejecting it", zap.String("message_id", m.Meta.MessageID),
 				zap.String("topic", schemas.EscapeTruncate(m.Topic, 256)), zap.Error(err))
-			rej := &storage.Rejection{Reason: storage.RejectUnprocessable, Detail: err.Error(), Kind: m.Kind()}
+			rej := &jobs.Rejection{Reason: storage.RejectUnprocessable, Detail: err.Error(), Kind: m.Kind()}
 			switch {
 			case m.Reject != nil:
 				rej.Kind, rej.JobUUID = m.Reject.Kind, m.Reject.JobUUID
@@ -345,7 +343,7 @@ func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff
 				rej.JobUUID = &id
 			}
 			m.Create, m.Event, m.Reject = nil, nil, rej
-			msgs = []storage.BusMessage{m}
+			msgs = []jobs.BusMessage{m}
 			continue
 		}
 		if attempt == 0 {
@@ -359,9 +357,9 @@ func (c *Consumer) apply(ctx context.Context, msgs []storage.BusMessage, backoff
 }
 
 // settle acknowledges or rejects a delivery by its outcome, and counts and logs it.
-func (c *Consumer) settle(it item, r storage.BusResult, now time.Time) {
+func (c *Consumer) settle(it item, r jobs.BusResult, now time.Time) {
 	var err error
-	if r.Outcome == storage.BusRejected {
+	if r.Outcome == jobs.BusRejected {
 		err = it.d.Reject(DeadLetterHeaders(r.Rejection))
 	} else {
 		err = it.d.Ack()
@@ -381,13 +379,13 @@ func (c *Consumer) settle(it item, r storage.BusResult, now time.Time) {
 	origin := string(c.cfg.Origin)
 	if c.cfg.Metrics != nil {
 		c.cfg.Metrics.outcomes.WithLabelValues(origin, string(r.Kind), string(r.Outcome)).Inc()
-		if r.Outcome == storage.BusRejected {
+		if r.Outcome == jobs.BusRejected {
 			c.cfg.Metrics.rejected.WithLabelValues(origin, string(r.Reason)).Inc()
 			if r.Unstored {
 				c.cfg.Metrics.unstored.WithLabelValues(origin).Inc()
 			}
 		}
-		if !it.d.Time.IsZero() && r.Outcome != storage.BusRejected {
+		if !it.d.Time.IsZero() && r.Outcome != jobs.BusRejected {
 			c.cfg.Metrics.lag.WithLabelValues(origin).Observe(now.Sub(it.d.Time).Seconds())
 		}
 		for _, p := range r.Result.Parked {
@@ -397,19 +395,13 @@ func (c *Consumer) settle(it item, r storage.BusResult, now time.Time) {
 			}
 		}
 	}
-	if c.cfg.Observe != nil && !r.Seen && r.Result.Verdict != "" {
-		c.cfg.Observe(c.cfg.Origin, r.Kind, r.Result)
-		for _, p := range r.Result.Parked {
-			c.cfg.Observe(p.Meta.Origin, p.Kind, p.Result)
-		}
-	}
 	switch r.Outcome {
-	case storage.BusRejected:
+	case jobs.BusRejected:
 		if rej := r.Rejection; rej != nil {
 			fields = append(fields, zap.String("field", schemas.EscapeTruncate(rej.Field, 256)), zap.String("detail", schemas.EscapeTruncate(rej.Detail, 1024)))
 		}
 		c.log.Warn("bus message rejected", append(fields, zap.String("reason", string(r.Reason)), zap.Bool("stored", !r.Unstored))...)
-	case storage.BusParked:
+	case jobs.BusParked:
 		c.log.Info("bus message parked until its job exists", fields...)
 	default:
 		if ce := c.log.Check(zap.DebugLevel, "bus message applied"); ce != nil {
@@ -431,7 +423,7 @@ const (
 const maxDeadLetterDetail = 1024
 
 // DeadLetterHeaders are the headers that say why a message was rejected, for its dead letter.
-func DeadLetterHeaders(r *storage.Rejection) map[string]string {
+func DeadLetterHeaders(r *jobs.Rejection) map[string]string {
 	if r == nil {
 		return nil
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/fedora-qa/execdb/bus/memory"
 	"github.com/fedora-qa/execdb/consumer"
 	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
@@ -27,16 +28,27 @@ const prefix = "org.example"
 // wait bounds eventual delivery; generous, the tests do not measure speed.
 const wait = 60 * time.Second
 
-func sqliteStore(t *testing.T) *storage.Store {
-	return storage.New(testenv.SQLite(t, ""), storage.Config{TopicPrefix: prefix})
+func sqliteStore(t *testing.T) *jobs.Service { return newStore(testenv.SQLite(t, "")) }
+
+func postgresStore(t *testing.T) *jobs.Service { return newStore(testenv.Postgres(t, "")) }
+
+// backendOf holds the backend under each store the tests make, for reading what the service
+// does not show (the outbox).
+var backendOf sync.Map // *jobs.Service → storage.Backend
+
+func newStore(b storage.Backend) *jobs.Service {
+	s := jobs.New(b, jobs.Config{TopicPrefix: prefix})
+	backendOf.Store(s, b)
+	return s
 }
 
-func postgresStore(t *testing.T) *storage.Store {
-	return storage.New(testenv.Postgres(t, ""), storage.Config{TopicPrefix: prefix})
+func backend(s *jobs.Service) storage.Backend {
+	b, _ := backendOf.Load(s)
+	return b.(storage.Backend)
 }
 
 // run starts a consumer on sub and stops it when the test ends.
-func run(t *testing.T, store *storage.Store, origin statemachine.Origin, sub bus.Subscriber, m *consumer.Metrics) {
+func run(t *testing.T, store *jobs.Service, origin statemachine.Origin, sub bus.Subscriber, m *consumer.Metrics) {
 	t.Helper()
 	c := consumer.New(consumer.Config{Store: store, Origin: origin, Prefix: prefix, Metrics: m,
 		Backoff: bus.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}})
@@ -64,7 +76,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func waitState(t *testing.T, s *storage.Store, id uuid.UUID, state statemachine.State) statemachine.Job {
+func waitState(t *testing.T, s *jobs.Service, id uuid.UUID, state statemachine.State) statemachine.Job {
 	t.Helper()
 	var job statemachine.Job
 	eventually(t, fmt.Sprintf("job %s to be %s", id, state), func() bool {
@@ -99,7 +111,7 @@ type memoryBus struct {
 	pub    bus.Publisher
 }
 
-func newMemory(t *testing.T, store *storage.Store, m *consumer.Metrics) *memoryBus {
+func newMemory(t *testing.T, store *jobs.Service, m *consumer.Metrics) *memoryBus {
 	b := memory.NewBroker()
 	b.Declare("execdb", consumer.Topics(prefix)...)
 	b.Declare("other", "org.example.elsewhere")
@@ -114,7 +126,7 @@ func (mb *memoryBus) send(t *testing.T, msgs ...bus.Message) {
 	}
 }
 
-func history(t *testing.T, s *storage.Store, id uuid.UUID) []storage.HistoryEntry {
+func history(t *testing.T, s *jobs.Service, id uuid.UUID) []storage.HistoryEntry {
 	t.Helper()
 	h, err := s.History(context.Background(), id)
 	if err != nil {
@@ -123,9 +135,9 @@ func history(t *testing.T, s *storage.Store, id uuid.UUID) []storage.HistoryEntr
 	return h
 }
 
-func rejected(t *testing.T, s *storage.Store) []storage.RejectedMessage {
+func rejected(t *testing.T, s *jobs.Service) []storage.RejectedMessage {
 	t.Helper()
-	r, err := s.Backend().Rejected(context.Background(), storage.RejectedQuery{Limit: 1000})
+	r, err := s.Rejected(context.Background(), storage.RejectedQuery{Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +163,7 @@ func TestJobLife(t *testing.T) {
 	if len(h) != 3 || h[1].Origin != statemachine.OriginAMQP || h[1].MessageID != "m-start" {
 		t.Errorf("got history %+v", h)
 	}
-	msgs, _ := store.Backend().Outbox(context.Background(), 0, 10)
+	msgs, _ := backend(store).Outbox(context.Background(), 0, 10)
 	var topics []string
 	for _, m := range msgs {
 		topics = append(topics, m.Topic)
@@ -244,7 +256,7 @@ func TestEndBeforeStartBeforeTrigger(t *testing.T) {
 func TestPoisonMessages(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
-			var store *storage.Store
+			var store *jobs.Service
 			if backend == "sqlite" {
 				store = sqliteStore(t)
 			} else {
@@ -255,7 +267,7 @@ func TestPoisonMessages(t *testing.T) {
 	}
 }
 
-func testPoison(t *testing.T, store *storage.Store) {
+func testPoison(t *testing.T, store *jobs.Service) {
 	mb := newMemory(t, store, nil)
 	done := uuid.New()
 	mb.send(t, message("setup", consumer.SuffixTrigger, trigger(done)), message("setup-end", consumer.SuffixEnd, end(done, "FINISHED")))
@@ -361,7 +373,7 @@ func testPoison(t *testing.T, store *storage.Store) {
 func TestHostileMessageIDs(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
-			var store *storage.Store
+			var store *jobs.Service
 			if backend == "sqlite" {
 				store = sqliteStore(t)
 			} else {
@@ -483,7 +495,7 @@ func (refusingBackend) InTx(context.Context, func(storage.Tx) error) error {
 // its rejection too, the message is still settled (dead-lettered with why) and counted, never
 // retried for ever; the next message is handled.
 func TestRejectionTheDatabaseRefuses(t *testing.T) {
-	store := storage.New(refusingBackend{testenv.SQLite(t, "")}, storage.Config{TopicPrefix: prefix})
+	store := jobs.New(refusingBackend{testenv.SQLite(t, "")}, jobs.Config{TopicPrefix: prefix})
 	reg := prometheus.NewRegistry()
 	mb := newMemory(t, store, consumer.NewMetrics(reg))
 	mb.send(t, message("refused-1", consumer.SuffixTrigger, trigger(uuid.New())), message("refused-2", consumer.SuffixTrigger, trigger(uuid.New())))
@@ -508,7 +520,7 @@ func (stallingBackend) InTx(context.Context, func(storage.Tx) error) error {
 // TestStalledWorkerShows: a worker that holds messages it cannot apply (the database is gone)
 // keeps retrying, and Ready says so once it has held them longer than StallAfter.
 func TestStalledWorkerShows(t *testing.T) {
-	store := storage.New(stallingBackend{testenv.SQLite(t, "")}, storage.Config{TopicPrefix: prefix})
+	store := jobs.New(stallingBackend{testenv.SQLite(t, "")}, jobs.Config{TopicPrefix: prefix})
 	b := memory.NewBroker()
 	b.Declare("execdb", consumer.Topics(prefix)...)
 	c := consumer.New(consumer.Config{Store: store, Origin: statemachine.OriginAMQP, Prefix: prefix, StallAfter: 50 * time.Millisecond,

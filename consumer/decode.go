@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/fedora-qa/execdb/bus"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
@@ -36,13 +37,13 @@ func Topics(prefix string) []string {
 // Decode never fails. The body is held to the text rule first (schemas.CheckJSON) and then
 // decoded by the same decoders as HTTP bodies, so that the same mistake gets the same message
 // on both ways in; unknown fields are ignored, as producers may be newer than ExecDB.
-func Decode(d bus.Delivery, origin statemachine.Origin, prefix string) storage.BusMessage {
+func Decode(d bus.Delivery, origin statemachine.Origin, prefix string) jobs.BusMessage {
 	id, kept := d.ID, true
 	if id == "" {
 		id = bus.ContentID(d.Topic, d.Body)
 	}
 	id, kept = bus.StorableID(id)
-	m := storage.BusMessage{
+	m := jobs.BusMessage{
 		Meta:  statemachine.Meta{Origin: origin, MessageID: id, ReceivedAt: d.ReceivedAt},
 		Topic: d.Topic, Body: d.Body, BodySize: max(d.BodySize, len(d.Body)),
 	}
@@ -56,11 +57,11 @@ func Decode(d bus.Delivery, origin statemachine.Origin, prefix string) storage.B
 	case known && suffix == SuffixEnd:
 		kind = schemas.BodyEnd
 	}
-	reject := func(reason storage.RejectReason, field, detail string) storage.BusMessage {
+	reject := func(reason storage.RejectReason, field, detail string) jobs.BusMessage {
 		if !kept {
 			detail += fmt.Sprintf(" (message id stored as its SHA-256; as sent: %s)", schemas.EscapeTruncate(d.ID, 512))
 		}
-		m.Reject = &storage.Rejection{Reason: reason, Field: field, Detail: detail, Kind: eventKinds[kind]}
+		m.Reject = &jobs.Rejection{Reason: reason, Field: field, Detail: detail, Kind: eventKinds[kind]}
 		if reason != storage.RejectUndecodable {
 			m.Reject.JobUUID = namedJob(d.Body)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/fedora-qa/execdb/bus"
 	"github.com/fedora-qa/execdb/consumer"
 	"github.com/fedora-qa/execdb/fedmsg"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/rabbitmq"
 	"github.com/fedora-qa/execdb/rabbitmq/rabbitmqtest"
 	"github.com/fedora-qa/execdb/statemachine"
@@ -27,7 +28,7 @@ type amqpBus struct {
 }
 
 // newAMQP declares a private exchange and queue, and starts a consumer on them.
-func newAMQP(t *testing.T, store *storage.Store) *amqpBus {
+func newAMQP(t *testing.T, store *jobs.Service) *amqpBus {
 	url := rabbitmqtest.URL(t)
 	name := rabbitmqtest.Name("execdb-test-consumer")
 	top := rabbitmq.Topology{Exchange: name + "-x", Queue: name, Bindings: consumer.Topics(prefix)}
@@ -171,7 +172,7 @@ cycles:
 	for _, v := range w.report() {
 		t.Error(v)
 	}
-	outbox, err := store.Backend().Outbox(context.Background(), 0, 10*jobs)
+	outbox, err := backend(store).Outbox(context.Background(), 0, 10*jobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +336,7 @@ func (a watchedAcker) Reject(why map[string]string) error {
 
 // committedProbe reports whether a message's effect is committed: whether its job's history
 // names it. What it has seen committed it remembers.
-func committedProbe(store *storage.Store, jobOf map[string]uuid.UUID) func(string) (bool, error) {
+func committedProbe(store *jobs.Service, jobOf map[string]uuid.UUID) func(string) (bool, error) {
 	var mu sync.Mutex
 	seen := map[string]bool{}
 	return func(id string) (bool, error) {
@@ -349,7 +350,7 @@ func committedProbe(store *storage.Store, jobOf map[string]uuid.UUID) func(strin
 		if !known {
 			return false, fmt.Errorf("a message the test did not send")
 		}
-		h, err := store.Backend().History(context.Background(), job) // empty while the job does not exist
+		h, err := backend(store).History(context.Background(), job) // empty while the job does not exist
 		if err != nil {
 			return false, err
 		}
@@ -444,7 +445,7 @@ type fedmsgBus struct {
 }
 
 // newFedmsg binds a producer's PUB socket and starts a consumer subscribed to it.
-func newFedmsg(t *testing.T, store *storage.Store) *fedmsgBus {
+func newFedmsg(t *testing.T, store *jobs.Service) *fedmsgBus {
 	pub, err := fedmsg.NewPublisher(fedmsg.PublisherConfig{Bind: "tcp://127.0.0.1:0", Username: "buildbot"})
 	if err != nil {
 		t.Fatal(err)

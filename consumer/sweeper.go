@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/fedora-qa/execdb/storage"
+	"github.com/fedora-qa/execdb/jobs"
 	"go.uber.org/zap"
 )
 
@@ -18,7 +18,7 @@ const (
 // SweeperConfig configures a Sweeper.
 type SweeperConfig struct {
 	// Store holds the parked events.
-	Store *storage.Store
+	Store *jobs.Service
 	// ParkTTL is how long an event waits for its job; 0 means DefaultParkTTL.
 	ParkTTL time.Duration
 	// Interval is the time between sweeps; 0 means ParkTTL/10, between 1s and 1m.
@@ -85,7 +85,7 @@ func (s *Sweeper) Sweep(ctx context.Context) {
 		for _, r := range expired {
 			if s.cfg.Metrics != nil {
 				s.cfg.Metrics.rejected.WithLabelValues(string(r.Transport), string(r.Reason)).Inc()
-				s.cfg.Metrics.outcomes.WithLabelValues(string(r.Transport), "", string(storage.BusRejected)).Inc()
+				s.cfg.Metrics.outcomes.WithLabelValues(string(r.Transport), "", string(jobs.BusRejected)).Inc()
 			}
 			var job string
 			if r.JobUUID != nil {
@@ -102,7 +102,7 @@ func (s *Sweeper) Sweep(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	if n, err := s.cfg.Store.Backend().PruneSeen(ctx, time.Now().Add(-s.cfg.SeenRetention)); err != nil {
+	if n, err := s.cfg.Store.PruneSeen(ctx, time.Now().Add(-s.cfg.SeenRetention)); err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn("pruning seen message ids failed", zap.Error(err))
 		}

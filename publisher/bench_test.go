@@ -36,21 +36,18 @@ func BenchmarkRelay(b *testing.B) {
 	w := newWatch(b)
 	ctx := context.Background()
 	for i := 0; i < b.N; i += 1000 {
-		err := store.Backend().InTx(ctx, func(tx storage.Tx) error {
-			for range min(1000, b.N-i) {
-				if err := tx.AppendOutbox(ctx, outboxMessage()); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		var w storage.Writes
+		for range min(1000, b.N-i) {
+			w.Outbox = append(w.Outbox, outboxMessage())
+		}
+		err := store.Backend().InTx(ctx, func(tx storage.Tx) error { return tx.Write(ctx, w) })
 		if err != nil {
 			b.Fatal(err)
 		}
 	}
 	pub := rabbitmq.NewPublisher(rabbitmq.PublisherConfig{URL: w.url, Exchange: w.exchange})
 	defer pub.Close()
-	relay := publisher.New(publisher.Config{Backend: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub}}})
+	relay := publisher.New(publisher.Config{Outbox: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub}}})
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	defer func() { cancel(); <-done }()
@@ -94,7 +91,7 @@ func BenchmarkRelay(b *testing.B) {
 	committed := map[string]time.Time{}
 	for range samples {
 		m := outboxMessage()
-		if err := store.Backend().InTx(ctx, func(tx storage.Tx) error { return tx.AppendOutbox(ctx, m) }); err != nil {
+		if err := store.Backend().InTx(ctx, func(tx storage.Tx) error { return tx.Write(ctx, storage.Writes{Outbox: []storage.OutboxMessage{m}}) }); err != nil {
 			b.Fatal(err)
 		}
 		committed[m.MessageID.String()] = time.Now()

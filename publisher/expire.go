@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/fedora-qa/execdb/storage"
 	"go.uber.org/zap"
 )
 
@@ -15,8 +14,8 @@ const DefaultRetention = 24 * time.Hour
 
 // ExpireConfig configures Expire.
 type ExpireConfig struct {
-	// Backend holds the outbox.
-	Backend storage.Backend
+	// Outbox is the database's outbox.
+	Outbox Outbox
 	// Retention is how old a message must be to be dropped; 0 means DefaultRetention.
 	Retention time.Duration
 	// Now returns the current time; nil means time.Now.
@@ -28,9 +27,9 @@ type ExpireConfig struct {
 // Expire is what a process with no bus to publish to runs instead of a Relay. It does not
 // relay: several serve processes may share a PostgreSQL database, and one that has a bus
 // publishes the messages. It only drops messages older than the retention, which no process
-// published in that time, so that the outbox of a deployment without any bus stays bounded; on
-// a backend shared by several processes (a Leader) it does so only while it can take the
-// relay's lead, so never while a relay waits for its broker. It runs until ctx ends.
+// published in that time, so that the outbox of a deployment without any bus stays bounded; it
+// does so only while it can take the relay's lead (Outbox.Lead), so never while a relay of
+// another process waits for its broker. It runs until ctx ends.
 func Expire(ctx context.Context, cfg ExpireConfig) {
 	if cfg.Retention <= 0 {
 		cfg.Retention = DefaultRetention
@@ -49,18 +48,14 @@ func Expire(ctx context.Context, cfg ExpireConfig) {
 		}
 	}
 	for {
-		if leader, ok := cfg.Backend.(Leader); ok {
-			// Only while no process relays: a relay that waits for its broker keeps the lead, and
-			// what it waits to send is not dropped. The lead is given back at once.
-			err := leader.Lead(ctx, func(lctx context.Context, _ <-chan struct{}) error {
-				expire(lctx)
-				return nil
-			})
-			if err != nil && ctx.Err() == nil {
-				cfg.Log.Warn("outbox expiry could not take the relay's lock", zap.Error(err))
-			}
-		} else {
-			expire(ctx)
+		// Only while no process relays: a relay that waits for its broker keeps the lead, and
+		// what it waits to send is not dropped. The lead is given back at once.
+		err := cfg.Outbox.Lead(ctx, func(lctx context.Context, _ <-chan struct{}) error {
+			expire(lctx)
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			cfg.Log.Warn("outbox expiry could not take the relay's lock", zap.Error(err))
 		}
 		select {
 		case <-ctx.Done():
@@ -82,7 +77,7 @@ func ExpireOnce(ctx context.Context, cfg ExpireConfig) (int, error) {
 	cutoff := now().Add(-cfg.Retention)
 	dropped := 0
 	for {
-		rows, err := cfg.Backend.Outbox(ctx, 0, DefaultBatchSize)
+		rows, err := cfg.Outbox.Outbox(ctx, 0, DefaultBatchSize)
 		if err != nil {
 			return dropped, fmt.Errorf("read outbox: %w", err)
 		}
@@ -95,7 +90,7 @@ func ExpireOnce(ctx context.Context, cfg ExpireConfig) (int, error) {
 		if len(ids) == 0 {
 			return dropped, nil
 		}
-		if err := cfg.Backend.DeletePublished(ctx, ids); err != nil {
+		if err := cfg.Outbox.DeletePublished(ctx, ids); err != nil {
 			return dropped, fmt.Errorf("drop old outbox messages: %w", err)
 		}
 		dropped += len(ids)

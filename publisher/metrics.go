@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/fedora-qa/execdb/storage"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -17,8 +16,8 @@ type Metrics struct {
 }
 
 // NewMetrics registers the relay metrics with reg, including the outbox backlog and the age of
-// its oldest message, which are read from backend at each scrape.
-func NewMetrics(reg prometheus.Registerer, backend storage.Backend) *Metrics {
+// its oldest message, which are read from the outbox at each scrape.
+func NewMetrics(reg prometheus.Registerer, backend Outbox) *Metrics {
 	m := &Metrics{
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "execdb_published_total",
@@ -48,7 +47,7 @@ var (
 )
 
 // backlog reads the outbox size at scrape time.
-type backlog struct{ backend storage.Backend }
+type backlog struct{ backend Outbox }
 
 func (b *backlog) Describe(ch chan<- *prometheus.Desc) {
 	ch <- backlogDesc

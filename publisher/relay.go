@@ -40,18 +40,24 @@ type Sink struct {
 	Publisher bus.Publisher
 }
 
-// Leader is implemented by backends that several serve processes may share (PostgreSQL): only
-// the process holding the lead relays, so that messages leave in outbox order. Lead blocks
-// until this process leads, then calls fn with a channel that receives a value when messages
-// were queued; fn's ctx ends when the lead is lost or ctx ends.
-type Leader interface {
+// Outbox is what the relay needs of the database; every storage backend has it (storage.Bus
+// says what each method does). Lead makes one process among those sharing a database the one
+// that relays, so that messages leave in outbox order: PostgreSQL's waits for an advisory lock
+// and wakes the relay on a NOTIFY; SQLite's, whose database one process serves, leads at once
+// and wakes it after each commit that queued messages.
+type Outbox interface {
+	Outbox(ctx context.Context, afterID int64, limit int) ([]storage.OutboxMessage, error)
+	DeletePublished(ctx context.Context, ids []int64) error
+	OutboxStats(ctx context.Context) (storage.OutboxStats, error)
 	Lead(ctx context.Context, fn func(ctx context.Context, wake <-chan struct{}) error) error
 }
 
+var _ Outbox = storage.Backend(nil)
+
 // Config configures a Relay.
 type Config struct {
-	// Backend holds the outbox.
-	Backend storage.Backend
+	// Outbox is the database's outbox.
+	Outbox Outbox
 	// Sinks are the buses to publish to; at least one. (A process without any runs Expire.)
 	Sinks []Sink
 	// Log receives problems; nil means none.
@@ -61,12 +67,12 @@ type Config struct {
 	// BatchSize bounds the messages read and published at once; 0 means DefaultBatchSize.
 	BatchSize int
 	// Poll is the time between outbox reads when nothing wakes the relay; 0 means
-	// DefaultPoll with a Leader backend, DefaultFastPoll without.
+	// DefaultPoll when the lead comes with a wake channel, DefaultFastPoll without.
 	Poll time.Duration
 	// Backoff paces retries while a bus or the database fails.
 	Backoff bus.Backoff
-	// StepDownAfter is how long a leading relay (Leader backend) fails to publish before it
-	// gives the lead up; 0 means DefaultStepDownAfter.
+	// StepDownAfter is how long a leading relay fails to publish before it gives the lead up
+	// (to a process that may reach the broker); 0 means DefaultStepDownAfter.
 	StepDownAfter time.Duration
 }
 
@@ -81,15 +87,8 @@ type Relay struct {
 
 // New returns a relay.
 func New(cfg Config) *Relay {
-	_, leader := cfg.Backend.(Leader)
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = DefaultBatchSize
-	}
-	if cfg.Poll <= 0 {
-		cfg.Poll = DefaultFastPoll
-		if leader {
-			cfg.Poll = DefaultPoll
-		}
 	}
 	if cfg.StepDownAfter <= 0 {
 		cfg.StepDownAfter = DefaultStepDownAfter
@@ -120,21 +119,15 @@ func New(cfg Config) *Relay {
 }
 
 // Run relays until ctx ends, then publishes what is still waiting (at most flushTimeout) and
-// returns. With a Leader backend it relays only while it leads.
+// returns. It relays only while it leads (Outbox.Lead).
 func (r *Relay) Run(ctx context.Context) error {
 	if len(r.cfg.Sinks) == 0 {
 		return errors.New("relay: no bus to publish to")
 	}
-	leader, ok := r.cfg.Backend.(Leader)
-	if !ok {
-		r.setLeading(true)
-		r.loop(ctx, ctx, nil)
-		return nil
-	}
 	backoff := r.cfg.Backoff
 	for {
 		steppedDown := false
-		err := leader.Lead(ctx, func(lctx context.Context, wake <-chan struct{}) error {
+		err := r.cfg.Outbox.Lead(ctx, func(lctx context.Context, wake <-chan struct{}) error {
 			r.setLeading(true)
 			r.log.Info("outbox relay active")
 			backoff.Reset()
@@ -167,11 +160,18 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // loop publishes while lctx lasts. When ctx (the process) ends it flushes what waits; when
-// only lctx ends (the lead was lost) it stops at once: another process relays now. With a
-// Leader (wake is not nil) it returns stepDown true after failing to publish for
-// StepDownAfter, so that the lead can pass to a process that reaches the broker.
+// only lctx ends (the lead was lost) it stops at once: another process relays now. It returns
+// stepDown true after failing to publish for StepDownAfter, so that the lead can pass to a
+// process that reaches the broker.
 func (r *Relay) loop(ctx, lctx context.Context, wake <-chan struct{}) (stepDown bool) {
-	poll := time.NewTicker(r.cfg.Poll)
+	every := r.cfg.Poll
+	if every <= 0 {
+		every = DefaultPoll
+		if wake == nil {
+			every = DefaultFastPoll
+		}
+	}
+	poll := time.NewTicker(every)
 	defer poll.Stop()
 	backoff := r.cfg.Backoff
 	var failingSince time.Time
@@ -184,7 +184,7 @@ func (r *Relay) loop(ctx, lctx context.Context, wake <-chan struct{}) (stepDown 
 			if failingSince.IsZero() {
 				failingSince = time.Now()
 			}
-			if wake != nil && time.Since(failingSince) > r.cfg.StepDownAfter {
+			if time.Since(failingSince) > r.cfg.StepDownAfter {
 				return true
 			}
 			backoff.Wait(lctx) // when lctx ends, the next flush fails and the end is handled below
@@ -231,7 +231,7 @@ func (r *Relay) finalFlush(ctx context.Context) {
 // what every bus accepted. It always reads from the lowest unpublished id, so that a message committed late
 // by a slow transaction (with a lower id than ones already published) is not skipped.
 func (r *Relay) flush(ctx context.Context) (int, error) {
-	rows, err := r.cfg.Backend.Outbox(ctx, 0, r.cfg.BatchSize)
+	rows, err := r.cfg.Outbox.Outbox(ctx, 0, r.cfg.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("read outbox: %w", err)
 	}
@@ -263,7 +263,7 @@ func (r *Relay) flush(ctx context.Context) (int, error) {
 			ids[i] = rows[i].ID
 		}
 		now := time.Now()
-		if err := r.cfg.Backend.DeletePublished(context.WithoutCancel(ctx), ids); err != nil {
+		if err := r.cfg.Outbox.DeletePublished(context.WithoutCancel(ctx), ids); err != nil {
 			// Published but still in the outbox: they go out again, with the same ids.
 			return 0, errors.Join(pubErr, fmt.Errorf("delete published: %w", err))
 		}
@@ -288,7 +288,7 @@ func (r *Relay) Ready(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
-	if st, serr := r.cfg.Backend.OutboxStats(ctx); serr == nil && st.Oldest != nil {
+	if st, serr := r.cfg.Outbox.OutboxStats(ctx); serr == nil && st.Oldest != nil {
 		return fmt.Errorf("degraded: %d messages waiting since %s: %w", st.Backlog, st.Oldest.Format(time.RFC3339), err)
 	}
 	return fmt.Errorf("degraded: %w", err)

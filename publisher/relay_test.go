@@ -14,6 +14,7 @@ import (
 	"github.com/fedora-qa/execdb/bus/memory"
 	"github.com/fedora-qa/execdb/fedmsg"
 	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/publisher"
 	"github.com/fedora-qa/execdb/rabbitmq"
 	"github.com/fedora-qa/execdb/rabbitmq/rabbitmqtest"
@@ -28,8 +29,17 @@ const prefix = "org.example"
 
 const wait = 60 * time.Second
 
-func sqliteStore(t *testing.T) *storage.Store {
-	return storage.New(testenv.SQLite(t, ""), storage.Config{TopicPrefix: prefix})
+// testStore is the job service over a backend, and the backend, whose outbox the relay reads.
+type testStore struct {
+	*jobs.Service
+	backend storage.Backend
+}
+
+func (s testStore) Backend() storage.Backend { return s.backend }
+
+func sqliteStore(t *testing.T) testStore {
+	b := testenv.SQLite(t, "")
+	return testStore{jobs.New(b, jobs.Config{TopicPrefix: prefix}), b}
 }
 
 // postgresURL is a fresh schema; several stores may open it, as several serve processes would.
@@ -40,8 +50,9 @@ func postgresURL(t testing.TB) string {
 	return url
 }
 
-func postgresStore(t testing.TB, url string) *storage.Store {
-	return storage.New(testenv.Postgres(t, url), storage.Config{TopicPrefix: prefix})
+func postgresStore(t testing.TB, url string) testStore {
+	b := testenv.Postgres(t, url)
+	return testStore{jobs.New(b, jobs.Config{TopicPrefix: prefix}), b}
 }
 
 // startRelay runs a relay until the test ends (or stop is called).
@@ -84,7 +95,7 @@ func meta() statemachine.Meta {
 }
 
 // life runs a job through its life in the store: SCHEDULED, RUNNING, then the end.
-func life(t *testing.T, s *storage.Store, end statemachine.End) uuid.UUID {
+func life(t *testing.T, s testStore, end statemachine.End) uuid.UUID {
 	t.Helper()
 	ctx := context.Background()
 	res, err := s.Create(ctx, statemachine.NewJob{TaskName: "rpmlint", Item: "foo-1-1", ItemType: "koji_build"}, meta())
@@ -121,7 +132,7 @@ func TestRelayToMemory(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	metrics := publisher.NewMetrics(reg, store.Backend())
 	id := life(t, store, statemachine.End{State: statemachine.Finished})
-	startRelay(t, publisher.Config{Backend: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: broker.Publisher()}}, Metrics: metrics})
+	startRelay(t, publisher.Config{Outbox: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: broker.Publisher()}}, Metrics: metrics})
 	sub := broker.Subscribe("watch")
 	defer sub.Close()
 	var topics []string
@@ -159,7 +170,7 @@ func TestRelayToMemory(t *testing.T) {
 func TestExpireDropsOnlyOldMessages(t *testing.T) {
 	store := sqliteStore(t)
 	life(t, store, statemachine.End{State: statemachine.Finished}) // three messages, created now
-	cfg := publisher.ExpireConfig{Backend: store.Backend(), Retention: time.Hour}
+	cfg := publisher.ExpireConfig{Outbox: store.Backend(), Retention: time.Hour}
 	if n, err := publisher.ExpireOnce(context.Background(), cfg); err != nil || n != 0 {
 		t.Fatalf("got %d dropped (%v), want none of the fresh messages", n, err)
 	}
@@ -173,7 +184,7 @@ func TestExpireDropsOnlyOldMessages(t *testing.T) {
 	if got := backlog(t, store.Backend()); got != 0 {
 		t.Errorf("got backlog %d, want 0", got)
 	}
-	if err := publisher.New(publisher.Config{Backend: store.Backend()}).Run(context.Background()); err == nil {
+	if err := publisher.New(publisher.Config{Outbox: store.Backend()}).Run(context.Background()); err == nil {
 		t.Error("a relay without a bus ran")
 	}
 }
@@ -214,7 +225,7 @@ func TestRelayToRabbitMQ(t *testing.T) {
 	name := rabbitmqtest.Name("execdb-test-relay-pub")
 	pub := w.publisher(name)
 	defer pub.Close()
-	r, _ := startRelay(t, publisher.Config{Backend: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub}}})
+	r, _ := startRelay(t, publisher.Config{Outbox: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub}}})
 	crash := life(t, store, crashed(statemachine.NotifyTask, statemachine.CauseNetwork))
 	outbox := map[string]string{} // topic → message id as written in the outbox
 	want := []struct {
@@ -267,7 +278,7 @@ func TestCrashHeaders(t *testing.T) {
 	defer pub.Close()
 	life(t, store, statemachine.End{State: statemachine.Crashed, Crash: &statemachine.Crash{Notify: statemachine.NotifyTaskotron,
 		Cause: statemachine.CauseMinion, Fatal: true}})
-	startRelay(t, publisher.Config{Backend: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub}}})
+	startRelay(t, publisher.Config{Outbox: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub}}})
 	w.next(t)
 	w.next(t)
 	d := w.next(t)
@@ -287,7 +298,7 @@ func TestBrokerDown(t *testing.T) {
 	w := newWatch(t)
 	down := rabbitmq.NewPublisher(rabbitmq.PublisherConfig{URL: "amqp://guest:guest@127.0.0.1:1/", Exchange: w.exchange})
 	defer down.Close()
-	r, stop := startRelay(t, publisher.Config{Backend: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: down}}})
+	r, stop := startRelay(t, publisher.Config{Outbox: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: down}}})
 	id := life(t, store, statemachine.End{State: statemachine.Finished})
 	eventually(t, "the relay to report degraded", func() bool {
 		err := r.Ready(context.Background())
@@ -299,7 +310,7 @@ func TestBrokerDown(t *testing.T) {
 	}
 	up := w.publisher("execdb test")
 	defer up.Close()
-	startRelay(t, publisher.Config{Backend: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: up}}})
+	startRelay(t, publisher.Config{Outbox: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: up}}})
 	for _, topic := range []string{"scheduled", "running", "finished"} {
 		if d := w.next(t); d.RoutingKey != prefix+".execdb.job."+topic || !strings.Contains(string(d.Body), id.String()) {
 			t.Fatalf("got %s, want %s", rabbitmqtest.String(d), topic)
@@ -323,7 +334,7 @@ func TestCrashBetweenPublishAndMark(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub1 := w.publisher("execdb test 1")
-	_, stop := startRelay(t, publisher.Config{Backend: forgetful{store.Backend()}, Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub1}}})
+	_, stop := startRelay(t, publisher.Config{Outbox: forgetful{store.Backend()}, Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub1}}})
 	first := w.next(t)
 	stop()
 	pub1.Close()
@@ -334,7 +345,7 @@ func TestCrashBetweenPublishAndMark(t *testing.T) {
 	}
 	pub2 := w.publisher("execdb test 2")
 	defer pub2.Close()
-	startRelay(t, publisher.Config{Backend: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub2}}})
+	startRelay(t, publisher.Config{Outbox: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub2}}})
 	again := w.next(t)
 	if again.MessageId != first.MessageId || string(again.Body) != string(first.Body) || again.RoutingKey != first.RoutingKey {
 		t.Errorf("got %s, want the same message as %s", rabbitmqtest.String(again), rabbitmqtest.String(first))
@@ -358,7 +369,7 @@ func TestFedmsgCrashSubscription(t *testing.T) {
 	}
 	defer sub.Close()
 	eventually(t, "the subscription", func() bool { return len(pub.Subscriptions()) == 1 })
-	startRelay(t, publisher.Config{Backend: store.Backend(), Sinks: []publisher.Sink{{Name: "fedmsg", Publisher: pub}}})
+	startRelay(t, publisher.Config{Outbox: store.Backend(), Sinks: []publisher.Sink{{Name: "fedmsg", Publisher: pub}}})
 	life(t, store, crashed(statemachine.NotifyTaskotron, statemachine.CauseTask))
 	task := life(t, store, crashed(statemachine.NotifyTask, statemachine.CauseTask))
 	life(t, store, statemachine.End{State: statemachine.Finished})
@@ -392,17 +403,17 @@ func TestFedmsgCrashSubscription(t *testing.T) {
 func TestTwoRelaysKeepOrder(t *testing.T) {
 	url := postgresURL(t)
 	w := newWatch(t)
-	var stores []*storage.Store
+	var stores []testStore
 	for i := range 2 {
 		s := postgresStore(t, url)
 		stores = append(stores, s)
 		pub := w.publisher(fmt.Sprint("execdb test relay ", i))
 		defer pub.Close()
-		startRelay(t, publisher.Config{Backend: s.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub}}, BatchSize: 7})
+		startRelay(t, publisher.Config{Outbox: s.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: pub}}, BatchSize: 7})
 	}
-	const jobs = 40
+	const n = 40
 	var wg sync.WaitGroup
-	for i := range jobs {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -412,7 +423,7 @@ func TestTwoRelaysKeepOrder(t *testing.T) {
 	wg.Wait()
 	seen := map[string][]string{}
 	ids := map[string]bool{}
-	for range 3 * jobs {
+	for range 3 * n {
 		d := w.next(t)
 		var job string
 		if i := strings.Index(string(d.Body), `"uuid":"`); i >= 0 {
@@ -424,8 +435,8 @@ func TestTwoRelaysKeepOrder(t *testing.T) {
 		ids[d.MessageId] = true
 		seen[job] = append(seen[job], strings.TrimPrefix(d.RoutingKey, prefix+".execdb.job."))
 	}
-	if len(seen) != jobs {
-		t.Errorf("got messages about %d jobs, want %d", len(seen), jobs)
+	if len(seen) != n {
+		t.Errorf("got messages about %d jobs, want %d", len(seen), n)
 	}
 	for job, topics := range seen {
 		if !slices.Equal(topics, []string{"scheduled", "running", "finished"}) {
@@ -442,7 +453,7 @@ func TestExpireLeavesTheOutboxToALeadingRelay(t *testing.T) {
 	store := postgresStore(t, url)
 	down := rabbitmq.NewPublisher(rabbitmq.PublisherConfig{URL: "amqp://guest:guest@127.0.0.1:1/", Exchange: "amq.topic"})
 	defer down.Close()
-	r, stopRelay := startRelay(t, publisher.Config{Backend: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: down}}})
+	r, stopRelay := startRelay(t, publisher.Config{Outbox: store.Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: down}}})
 	life(t, store, statemachine.End{State: statemachine.Finished})
 	eventually(t, "the relay to lead and report degraded", func() bool { return r.Ready(context.Background()) != nil })
 
@@ -450,7 +461,7 @@ func TestExpireLeavesTheOutboxToALeadingRelay(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		publisher.Expire(ctx, publisher.ExpireConfig{Backend: postgresStore(t, url).Backend(), Retention: time.Nanosecond})
+		publisher.Expire(ctx, publisher.ExpireConfig{Outbox: postgresStore(t, url).Backend(), Retention: time.Nanosecond})
 	}()
 	defer func() { cancel(); <-done }()
 	time.Sleep(3 * time.Second) // Expire tries for the lead every 2 s; it must not get it
@@ -468,14 +479,14 @@ func TestLeaderThatCannotPublishStepsDown(t *testing.T) {
 	store := postgresStore(t, url)
 	down := rabbitmq.NewPublisher(rabbitmq.PublisherConfig{URL: "amqp://guest:guest@127.0.0.1:1/", Exchange: "amq.topic"})
 	defer down.Close()
-	a, _ := startRelay(t, publisher.Config{Backend: store.Backend(), StepDownAfter: time.Second,
+	a, _ := startRelay(t, publisher.Config{Outbox: store.Backend(), StepDownAfter: time.Second,
 		Sinks: []publisher.Sink{{Name: "amqp", Publisher: down}}})
 	life(t, store, statemachine.End{State: statemachine.Finished})
 	eventually(t, "relay A to lead and fail", func() bool { return a.Ready(context.Background()) != nil })
 
 	broker := memory.NewBroker()
 	broker.Declare("watch", prefix+".execdb.job.")
-	startRelay(t, publisher.Config{Backend: postgresStore(t, url).Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: broker.Publisher()}}})
+	startRelay(t, publisher.Config{Outbox: postgresStore(t, url).Backend(), Sinks: []publisher.Sink{{Name: "amqp", Publisher: broker.Publisher()}}})
 	eventually(t, "relay B to take over and publish all three", func() bool { return backlog(t, store.Backend()) == 0 })
 	if n := broker.Len("watch"); n != 3 {
 		t.Errorf("got %d messages through relay B, want 3", n)

@@ -126,6 +126,10 @@ type Job struct {
 	// ExecDB created it, applied its start or its end. The watchdog counts from it (CONTRACT
 	// section 4, v1.1), never from a time a reporter sent. Not part of the wire form.
 	StateEnteredAt time.Time
+	// Auto is where a crashed job stands with the automatic rescheduler, and AutoDueAt when
+	// its planned successor is due (set only with AutoPlanned). Not part of the wire form.
+	Auto      AutoMark
+	AutoDueAt *time.Time
 }
 
 // Href is the job's path in the HTTP API.

@@ -17,6 +17,24 @@ const EventAutoReschedule EventKind = "auto_reschedule"
 // Declined is the verdict of an automatic-reschedule decision not to reschedule a crash.
 const Declined Verdict = "declined"
 
+// AutoMark is where a crashed job stands with the automatic rescheduler. A job it has not
+// looked at has none (AutoUndecided).
+type AutoMark string
+
+// The automatic rescheduler's marks on a crashed job.
+const (
+	AutoUndecided AutoMark = ""
+	// AutoPlanned: a successor is due at the job's AutoDueAt.
+	AutoPlanned AutoMark = "planned"
+	// AutoDeclined: no successor; the reason is in the job's history.
+	AutoDeclined AutoMark = "declined"
+	// AutoDone: the planned successor was made (or the job had one by then).
+	AutoDone AutoMark = "done"
+	// AutoPredates: the job crashed before the database knew about automatic rescheduling;
+	// migrations mark such jobs so that switching it on does not retry old crashes.
+	AutoPredates AutoMark = "predates"
+)
+
 // SkipReason says why a job is not (or would not be) rescheduled.
 type SkipReason string
 

@@ -81,59 +81,27 @@ type OutboxStats struct {
 	Oldest  *time.Time // creation time of the oldest unpublished message; nil when none
 }
 
-// Bus is what the bus consumers and the publisher relay need from a backend beyond the core.
-// Implementations are safe for concurrent use.
+// Bus is what the bus side (consumers, the outbox relay, the sweeper of message ids) needs from
+// a backend beyond the core. Implementations are safe for concurrent use.
 type Bus interface {
 	// Rejected lists rejected messages, newest first.
 	Rejected(ctx context.Context, q RejectedQuery) ([]RejectedMessage, error)
+	// Outbox returns up to limit unpublished messages with ID > afterID, in ID order.
+	Outbox(ctx context.Context, afterID int64, limit int) ([]OutboxMessage, error)
 	// DeletePublished removes the outbox messages with these ids: they were published. (A
 	// delete, not an update that copies each row: the outbox stays small and cheap.)
 	DeletePublished(ctx context.Context, ids []int64) error
 	// OutboxStats counts the unpublished outbox messages.
 	OutboxStats(ctx context.Context) (OutboxStats, error)
-	// PruneSeen forgets the message ids received before the given time (see BusTx.MarkSeen)
+	// Lead blocks until this process is the one among all sharing the database that relays
+	// the outbox, then calls fn with a channel that receives a value when messages were
+	// queued (nil when the backend has no such notice: poll), and returns when fn does; fn's
+	// ctx ends when the lead is lost or ctx ends. A backend only one process uses (SQLite)
+	// leads at once.
+	Lead(ctx context.Context, fn func(ctx context.Context, wake <-chan struct{}) error) error
+	// PruneSeen forgets the message ids received before the given time (see Tx.MarkSeen)
 	// and returns how many it forgot.
 	PruneSeen(ctx context.Context, before time.Time) (int64, error)
-}
-
-// BusTx is what the bus consumers need inside a transaction beyond the core. The plural
-// methods let a batch of messages cost a few round trips to the database rather than several
-// per message.
-type BusTx interface {
-	// LockKeys keeps other transactions that lock one of the same job uuids waiting until this
-	// transaction ends, whether a job with that uuid exists or not. It serialises parking an
-	// event with creating its job. Callers lock every uuid of a transaction in one call, sorted.
-	LockKeys(ctx context.Context, ids []uuid.UUID) error
-	// MarkSeen records the message ids as received at the given time and reports, for each,
-	// whether it is new: false for an id recorded before. The ids are distinct.
-	MarkSeen(ctx context.Context, ids []string, at time.Time) ([]bool, error)
-	// LockJobs returns the jobs among ids that exist, locked as LockJob locks one.
-	LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]statemachine.Job, error)
-	// JobsByRequestID returns the jobs created by the given request ids, by request id.
-	JobsByRequestID(ctx context.Context, requestIDs []string) (map[string]statemachine.Job, error)
-	// Park keeps an event for a job that does not exist yet.
-	Park(ctx context.Context, p ParkedEvent) error
-	// TakeParked removes and returns the events parked for the jobs, oldest first.
-	TakeParked(ctx context.Context, ids []uuid.UUID) ([]ParkedEvent, error)
-	// TakeExpired removes and returns up to limit events parked before the given time, oldest
-	// first. Concurrent callers get different events.
-	TakeExpired(ctx context.Context, before time.Time, limit int) ([]ParkedEvent, error)
-	// AppendRejected stores a rejected message.
-	AppendRejected(ctx context.Context, r RejectedMessage) error
-	// WriteBatch stores what a batch of bus messages did, in this order: new jobs, changed jobs,
-	// history, outbox, parked events and rejected messages, each list in its order (history
-	// and outbox ids increase along their lists).
-	WriteBatch(ctx context.Context, w BatchWrites) error
-}
-
-// BatchWrites is what one batch of bus messages writes.
-type BatchWrites struct {
-	NewJobs  []statemachine.Job // inserted with their data, in their final state
-	Changed  []statemachine.Job // existing jobs written back as UpdateJob does
-	History  []HistoryEntry
-	Outbox   []OutboxMessage
-	Parked   []ParkedEvent
-	Rejected []RejectedMessage
 }
 
 // eventPayload is how a parked event's Start or End is stored.

@@ -16,24 +16,8 @@ type Rescheduler interface {
 	RetryStats(ctx context.Context, q StatsQuery) (RetryStatsResult, error)
 }
 
-// AutoStatus is where a crashed job stands with the automatic rescheduler.
-type AutoStatus string
-
-// The automatic rescheduler's marks on a crashed job. A job it has not looked at has none ("").
-const (
-	AutoUndecided AutoStatus = ""
-	// AutoPlanned: a successor is due at the recorded time.
-	AutoPlanned AutoStatus = "planned"
-	// AutoDeclined: no successor; the reason is in the job's history.
-	AutoDeclined AutoStatus = "declined"
-	// AutoDone: the planned successor was made (or the job had one by then).
-	AutoDone AutoStatus = "done"
-	// AutoPredates: the job crashed before the database knew about automatic rescheduling;
-	// migrations mark such jobs so that switching it on does not retry old crashes.
-	AutoPredates AutoStatus = "predates"
-)
-
-// RescheduleTx is what the watchdog and rescheduling need inside a transaction beyond the core.
+// RescheduleTx is what the sweeps (the watchdog, the automatic rescheduler) need inside a
+// transaction beyond the core.
 // A sweep handles one job a transaction, so that one job's failure cannot roll back another's
 // change. Each Claim method returns the first job (in the order it names) that matches and is
 // not in skip, and locks it until the transaction ends; it passes over a job another
@@ -50,9 +34,6 @@ type RescheduleTx interface {
 	// ClaimDue claims a job marked AutoPlanned whose due time is at or before now, soonest
 	// due first.
 	ClaimDue(ctx context.Context, now time.Time, skip []uuid.UUID) (uuid.UUID, error)
-	// MarkAuto sets the job's automatic-reschedule mark to `to` (with its due time for
-	// AutoPlanned, nil otherwise) if it is `from`, and reports whether it was.
-	MarkAuto(ctx context.Context, id uuid.UUID, from, to AutoStatus, dueAt *time.Time) (bool, error)
 }
 
 // RetryStatsRow is one group of a retry statistics answer.

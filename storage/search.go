@@ -1,11 +1,12 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"fmt"
 	"math"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -188,66 +189,45 @@ func Percentile(sorted []float64, p float64) float64 {
 	return sorted[i]
 }
 
-// maxRelative is how far back a relative time may reach: about a hundred years, well inside
-// time.Duration's range.
-const maxRelative = int64(100 * 366 * 24 * time.Hour)
+// SortRetryStatsRows puts rows in the order RetryStatsResult promises.
+func SortRetryStatsRows(rows []RetryStatsRow, groupBy []Field) {
+	sortGroupRows(rows, groupBy, func(r *RetryStatsRow) groupRowKey {
+		return groupRowKey{count: r.Rescheduled, group: r.Group, bucket: r.Bucket}
+	})
+}
 
-var relativeTime = regexp.MustCompile(`^(\d+)([smhdw])$`)
+// groupRowKey is what a row of a grouped answer (StatsRow, RetryStatsRow) is ordered by.
+type groupRowKey struct {
+	count  int64
+	group  map[Field]*string
+	bucket *time.Time
+}
 
-// ParseTime reads a since/until value: RFC 3339, or a duration back from now such as 30d, 12h,
-// 90m, 2w.
-func ParseTime(s string, now time.Time) (time.Time, error) {
-	if m := relativeTime.FindStringSubmatch(s); m != nil {
-		unit := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour, "d": 24 * time.Hour, "w": 7 * 24 * time.Hour}[m[2]]
-		n, err := strconv.ParseInt(m[1], 10, 64)
-		if err != nil || n > maxRelative/int64(unit) {
-			return time.Time{}, fmt.Errorf("relative time too far back: at most %d days", maxRelative/int64(24*time.Hour))
+// sortGroupRows orders the rows of a grouped answer, for SortStatsRows and
+// SortRetryStatsRows: by count, largest first, then by each group_by value in turn (a
+// missing value last), then by bucket. Rows alike in all of that keep their order.
+func sortGroupRows[R any](rows []R, groupBy []Field, key func(*R) groupRowKey) {
+	slices.SortStableFunc(rows, func(x, y R) int {
+		a, b := key(&x), key(&y)
+		if c := cmp.Compare(b.count, a.count); c != 0 {
+			return c
 		}
-		return now.Add(-time.Duration(n) * unit).UTC(), nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("want RFC 3339 (2026-11-01T00:00:00Z) or a relative time like 30d, 12h")
-	}
-	return t.UTC(), nil
-}
-
-// Now is the store's clock, for relative times in filters.
-func (s *Store) Now() time.Time { return s.now() }
-
-// Rejected lists rejected bus messages, newest first.
-func (s *Store) Rejected(ctx context.Context, q RejectedQuery) ([]RejectedMessage, error) {
-	return s.backend.Rejected(ctx, q)
-}
-
-// TopicPrefix is the prefix of every topic the store's messages go out under, and the bus
-// messages it is given come in under.
-func (s *Store) TopicPrefix() string { return s.prefix }
-
-// Search returns a page of jobs matching f, newest first. A limit of 0 means DefaultLimit; one
-// outside 1…MaxLimit is an error.
-func (s *Store) Search(ctx context.Context, f Filter, page Page) ([]statemachine.Job, *Cursor, error) {
-	if page.Limit == 0 {
-		page.Limit = DefaultLimit
-	}
-	if page.Limit < 1 || page.Limit > MaxLimit {
-		return nil, nil, fmt.Errorf("limit %d outside 1…%d", page.Limit, MaxLimit)
-	}
-	jobs, next, err := s.backend.Search(ctx, f, page)
-	if err != nil {
-		return nil, nil, fmt.Errorf("search: %w", err)
-	}
-	return jobs, next, nil
-}
-
-// Stats counts the jobs matching q.Filter, grouped and bucketed as q says.
-func (s *Store) Stats(ctx context.Context, q StatsQuery) (StatsResult, error) {
-	res, err := s.backend.Stats(ctx, q)
-	if err != nil {
-		return res, fmt.Errorf("stats: %w", err)
-	}
-	if res.Rows == nil {
-		res.Rows = []StatsRow{}
-	}
-	return res, nil
+		for _, f := range groupBy {
+			av, bv := a.group[f], b.group[f]
+			switch {
+			case av == nil && bv == nil:
+				continue
+			case av == nil:
+				return 1
+			case bv == nil:
+				return -1
+			case *av != *bv:
+				return strings.Compare(*av, *bv)
+			}
+		}
+		if a.bucket != nil && b.bucket != nil {
+			return a.bucket.Compare(*b.bucket)
+		}
+		return 0
+	})
 }

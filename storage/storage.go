@@ -59,7 +59,9 @@ type OutboxMessage struct {
 	CreatedAt time.Time
 }
 
-// Backend is what a database supplies. Implementations are safe for concurrent use.
+// Backend is what a database supplies: transactions whose one write is Tx.Write, and the reads
+// and maintenance that need no transaction of the caller. Implementations are safe for
+// concurrent use; storagetest states what each method must do.
 type Backend interface {
 	// InTx runs fn in one transaction, committing when fn returns nil and rolling back
 	// otherwise. The Tx must not be used after fn returns.
@@ -68,8 +70,6 @@ type Backend interface {
 	Job(ctx context.Context, id uuid.UUID) (statemachine.Job, error)
 	// History returns the job's history, oldest first (empty for an unknown job).
 	History(ctx context.Context, id uuid.UUID) ([]HistoryEntry, error)
-	// Outbox returns up to limit unpublished messages with ID > afterID, in ID order.
-	Outbox(ctx context.Context, afterID int64, limit int) ([]OutboxMessage, error)
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	// Close releases the backend's connections.
@@ -82,22 +82,60 @@ type Backend interface {
 	Exporter    // copy.go
 }
 
-// Tx is the work one transaction can do. A Tx is used by one goroutine.
+// Tx is one transaction: it reads and locks what a unit of work needs, then writes everything
+// the unit decided with one Write. A Tx is used by one goroutine.
 type Tx interface {
-	// LockJob returns the job and keeps other writers of it waiting until the transaction
-	// ends; ErrNotFound if it does not exist.
-	LockJob(ctx context.Context, id uuid.UUID) (statemachine.Job, error)
-	// JobByRequestID returns the job created by the request id or ErrNotFound.
-	JobByRequestID(ctx context.Context, requestID string) (statemachine.Job, error)
-	// InsertJob stores a new job with its data; ErrConflict if its uuid or request id is taken.
-	InsertJob(ctx context.Context, job statemachine.Job) error
-	// UpdateJob writes back a job read with LockJob, crash keyvals included.
-	UpdateJob(ctx context.Context, job statemachine.Job) error
-	// AppendHistory adds an entry to a job's history.
-	AppendHistory(ctx context.Context, e HistoryEntry) error
-	// AppendOutbox queues a message for publishing.
-	AppendOutbox(ctx context.Context, m OutboxMessage) error
+	// LockKeys keeps other transactions that lock one of the same job uuids waiting until this
+	// transaction ends, whether a job with that uuid exists or not. It serialises parking an
+	// event with creating its job, and two creates of one uuid. Callers lock every uuid of a
+	// transaction in one call, sorted, before they lock any job.
+	LockKeys(ctx context.Context, ids []uuid.UUID) error
+	// LockJobs returns the jobs among ids that exist, and keeps other writers of them waiting
+	// until the transaction ends (a row lock on PostgreSQL; SQLite's one writer holds the whole
+	// database). Callers lock several jobs in one call, sorted, where they can.
+	LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]statemachine.Job, error)
+	// JobsByRequestID returns the jobs created by the given request ids, by request id.
+	JobsByRequestID(ctx context.Context, requestIDs []string) (map[string]statemachine.Job, error)
+	// MarkSeen records the message ids as received at the given time and reports, for each,
+	// whether it is new: false for an id recorded before. The ids are distinct.
+	MarkSeen(ctx context.Context, ids []string, at time.Time) ([]bool, error)
+	// TakeParked removes and returns the events parked for the jobs, oldest first.
+	TakeParked(ctx context.Context, ids []uuid.UUID) ([]ParkedEvent, error)
+	// TakeExpired removes and returns up to limit events parked before the given time, oldest
+	// first. Concurrent callers get different events.
+	TakeExpired(ctx context.Context, before time.Time, limit int) ([]ParkedEvent, error)
 
-	BusTx        // bus.go
-	RescheduleTx // reschedule.go
+	RescheduleTx // reschedule.go: the sweeps' claims
+
+	// Write stores what the unit of work decided, in this order: new jobs (with their data,
+	// and crash key-values when created crashed), changed jobs, history, outbox messages,
+	// parked events and rejected messages, each list in its order (history and outbox ids
+	// increase along their lists). A taken uuid or request id is ErrConflict; a value the
+	// database refuses is ErrInvalidData.
+	Write(ctx context.Context, w Writes) error
+}
+
+// Writes is everything one unit of work writes.
+type Writes struct {
+	NewJobs  []statemachine.Job // inserted whole, marks and all
+	Changed  []Change           // existing jobs written back
+	History  []HistoryEntry
+	Outbox   []OutboxMessage
+	Parked   []ParkedEvent
+	Rejected []RejectedMessage
+}
+
+// Change is an existing job written back: every column that changes in a job's life (state,
+// runner, urls, crash, lineage, times, automatic-reschedule mark); the trigger's fields and
+// data never change.
+type Change struct {
+	Job statemachine.Job
+	// Crashed reports that the job became CRASHED in this unit: its crash key-values are
+	// written (they never change afterwards).
+	Crashed bool
+}
+
+// Empty reports whether w writes nothing.
+func (w Writes) Empty() bool {
+	return len(w.NewJobs)+len(w.Changed)+len(w.History)+len(w.Outbox)+len(w.Parked)+len(w.Rejected) == 0
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	apiquery "github.com/fedora-qa/execdb/api/query"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/storage/postgres"
 	"github.com/fedora-qa/execdb/web"
@@ -39,14 +41,14 @@ func BenchmarkPages(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer backend.Close()
-	store := storage.New(backend, storage.Config{Now: func() time.Time { return benchNow }})
-	read := storeReader{store}
+	store := jobs.New(backend, jobs.Config{Now: func() time.Time { return benchNow }})
+	read := store
 	newPages := func() *web.Pages {
 		return web.New(web.Config{Reader: read, BaseURL: "https://taskotron.example.org/execdb"})
 	}
 
 	// A crashed job with a history, and the second page of a search.
-	f, _ := storage.ParseFilter(url.Values{"state": {"CRASHED"}, "cause": {"minion"}}, benchNow)
+	f, _ := apiquery.ParseFilter(url.Values{"state": {"CRASHED"}, "cause": {"minion"}}, benchNow)
 	crashed, _, err := store.Search(ctx, f, storage.Page{Limit: 1})
 	if err != nil || len(crashed) == 0 {
 		b.Fatalf("no crashed job in the bench database (%v): seed it with execdb-bench", err)

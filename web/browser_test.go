@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	apiquery "github.com/fedora-qa/execdb/api/query"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/web"
 	"go.uber.org/zap/zaptest"
@@ -52,7 +53,7 @@ func newSite(t *testing.T) *site {
 	proxy := httptest.NewServer(nil)
 	t.Cleanup(proxy.Close)
 	s.base = proxy.URL + "/execdb"
-	s.pages = web.New(web.Config{Reader: storeReader{s.seed.store}, BaseURL: publicBase, Logger: zaptest.NewLogger(t),
+	s.pages = web.New(web.Config{Reader: s.seed.store, BaseURL: publicBase, Logger: zaptest.NewLogger(t),
 		ResultsDBURL: "https://resultsdb.example.org/api/v2.0"})
 	t.Cleanup(s.pages.Close)
 	mux := http.NewServeMux()
@@ -532,7 +533,7 @@ func TestBrowser(t *testing.T) {
 func (s *site) count(t *testing.T, raw string) int {
 	t.Helper()
 	v, _ := url.ParseQuery(raw)
-	f, err := storage.ParseFilter(v, s.seed.store.Now())
+	f, err := apiquery.ParseFilter(v, s.seed.store.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

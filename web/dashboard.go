@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	apiquery "github.com/fedora-qa/execdb/api/query"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"go.uber.org/zap"
@@ -200,7 +201,7 @@ func statsOf(raw string, now time.Time, groupBy ...storage.Field) (storage.Stats
 	v, err := url.ParseQuery(raw)
 	if err == nil {
 		var f storage.Filter
-		if f, err = storage.ParseFilter(v, now); err == nil {
+		if f, err = apiquery.ParseFilter(v, now); err == nil {
 			return storage.StatsQuery{Filter: f, GroupBy: groupBy}, query(v), nil
 		}
 	}

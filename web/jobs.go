@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	apiquery "github.com/fedora-qa/execdb/api/query"
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
@@ -77,7 +78,7 @@ func (s *site) jobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.read.Now()
-	f, err := storage.ParseFilter(url.Values(q), now, "limit", "after")
+	f, err := apiquery.ParseFilter(url.Values(q), now, "limit", "after")
 	if err != nil {
 		s.jobsError(w, r, d, err)
 		return

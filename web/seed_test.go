@@ -8,25 +8,19 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/web"
 	"github.com/google/uuid"
 )
 
-// storeReader is the store as the pages read it: everything is the store's but OutboxStats,
-// which its backend has. (The job service implements web.Reader itself.)
-type storeReader struct{ *storage.Store }
-
-func (r storeReader) OutboxStats(ctx context.Context) (storage.OutboxStats, error) {
-	return r.Backend().OutboxStats(ctx)
-}
-
-var _ web.Reader = storeReader{}
+// The job service is what serve gives the pages to read.
+var _ web.Reader = (*jobs.Service)(nil)
 
 // seeded names the jobs seed made that tests look at.
 type seeded struct {
-	store *storage.Store
+	store *jobs.Service
 	now   time.Time
 	// crashed is a minion crash with keyvals, trigger data, a runner, log and artifacts.
 	crashed statemachine.Job
@@ -50,7 +44,7 @@ type seeded struct {
 func seed(t testing.TB) *seeded {
 	t.Helper()
 	ctx := context.Background()
-	store := storage.New(testenv.SQLite(t, ""), storage.Config{})
+	store := jobs.New(testenv.SQLite(t, ""), jobs.Config{})
 	now := time.Now().UTC()
 	s := &seeded{store: store, now: now, byTask: map[string]int{}}
 	meta := func(id string, at time.Time) statemachine.Meta {
@@ -125,7 +119,7 @@ func seed(t testing.TB) *seeded {
 		Cause: statemachine.CauseNetwork, KeyVals: statemachine.KeyVals{"reason": {"CONNECTION_RESET"}}})
 	s.chain[0] = j.UUID
 	for k := 1; k < 3; k++ {
-		res, err := store.Reschedule(ctx, s.chain[k-1], storage.RescheduleOptions{Reason: "network outage"}, meta(fmt.Sprintf("reschedule-%d", k), at.Add(time.Duration(k)*time.Hour)))
+		res, err := store.Reschedule(ctx, s.chain[k-1], jobs.RescheduleOptions{Reason: "network outage"}, meta(fmt.Sprintf("reschedule-%d", k), at.Add(time.Duration(k)*time.Hour)))
 		if err != nil {
 			t.Fatalf("reschedule: %v", err)
 		}
@@ -157,29 +151,29 @@ func seed(t testing.TB) *seeded {
 	// Rejected bus messages: one about a known job, one about a job ExecDB never got, one
 	// undecodable, one from fedmsg.
 	s.unknownID = uuid.MustParse("0193a5c3-7c1e-7abc-8def-0123456789ab")
-	rejects := []storage.BusMessage{
+	rejects := []jobs.BusMessage{
 		{Meta: statemachine.Meta{Origin: statemachine.OriginAMQP, MessageID: "rej-schema", ReceivedAt: now.Add(-2 * time.Hour)},
 			Topic: "org.fedoraproject.dev.taskotron.runtask.end",
 			Body:  []byte(`{"uuid":"` + s.crashed.UUID.String() + `","state":"CRASHED","crash":{"cause":"cosmic-rays"}}`),
-			Reject: &storage.Rejection{Reason: storage.RejectSchema, Field: "crash.cause", Detail: `must be one of minion, task, network, libtaskotron, unknown, got "cosmic-rays"`,
+			Reject: &jobs.Rejection{Reason: storage.RejectSchema, Field: "crash.cause", Detail: `must be one of minion, task, network, libtaskotron, unknown, got "cosmic-rays"`,
 				JobUUID: &s.crashed.UUID, Kind: statemachine.EventEnd}},
 		{Meta: statemachine.Meta{Origin: statemachine.OriginAMQP, MessageID: "rej-unknown", ReceivedAt: now.Add(-90 * time.Minute)},
 			Topic: "org.fedoraproject.dev.taskotron.runtask.start", Body: []byte(`{"uuid":"` + s.unknownID.String() + `"}`),
-			Reject: &storage.Rejection{Reason: storage.RejectUnknownJob, Detail: "no job after 1h", JobUUID: &s.unknownID, Kind: statemachine.EventStart}},
+			Reject: &jobs.Rejection{Reason: storage.RejectUnknownJob, Detail: "no job after 1h", JobUUID: &s.unknownID, Kind: statemachine.EventStart}},
 		{Meta: statemachine.Meta{Origin: statemachine.OriginAMQP, MessageID: "rej-garbage", ReceivedAt: now.Add(-time.Hour)},
 			Topic: "org.fedoraproject.dev.taskotron.runtask.end", Body: []byte{0xff, 0xfe, '<', 'b', '>'},
-			Reject: &storage.Rejection{Reason: storage.RejectUndecodable, Detail: "not JSON"}},
+			Reject: &jobs.Rejection{Reason: storage.RejectUndecodable, Detail: "not JSON"}},
 		{Meta: statemachine.Meta{Origin: statemachine.OriginFedmsg, MessageID: "2026-rej-fedmsg", ReceivedAt: now.Add(-30 * time.Minute)},
 			Topic: "org.fedoraproject.dev.taskotron.job.tigger", Body: []byte(`{"taskname":"<b>rpmlint</b>"}`),
-			Reject: &storage.Rejection{Reason: storage.RejectUnknownTopic}},
+			Reject: &jobs.Rejection{Reason: storage.RejectUnknownTopic}},
 	}
 	for i := range 8 {
-		rejects = append(rejects, storage.BusMessage{Meta: statemachine.Meta{Origin: statemachine.OriginAMQP, MessageID: fmt.Sprintf("rej-old-%d", i),
+		rejects = append(rejects, jobs.BusMessage{Meta: statemachine.Meta{Origin: statemachine.OriginAMQP, MessageID: fmt.Sprintf("rej-old-%d", i),
 			ReceivedAt: now.Add(-time.Duration(48+i) * time.Hour)}, Topic: "org.fedoraproject.dev.taskotron.runtask.end", Body: []byte("{}"),
-			Reject: &storage.Rejection{Reason: storage.RejectSchema, Field: "uuid", Detail: "required"}})
+			Reject: &jobs.Rejection{Reason: storage.RejectSchema, Field: "uuid", Detail: "required"}})
 	}
 	// Oldest first, as they would have arrived.
-	slices.SortFunc(rejects, func(a, b storage.BusMessage) int { return a.Meta.ReceivedAt.Compare(b.Meta.ReceivedAt) })
+	slices.SortFunc(rejects, func(a, b jobs.BusMessage) int { return a.Meta.ReceivedAt.Compare(b.Meta.ReceivedAt) })
 	for i := range rejects {
 		if _, err := store.ApplyBus(ctx, rejects[i:i+1]); err != nil {
 			t.Fatalf("reject: %v", err)

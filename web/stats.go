@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	apiquery "github.com/fedora-qa/execdb/api/query"
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/storage"
 )
@@ -67,21 +68,21 @@ type statsData struct {
 
 // statsQuery reads the filters, group_by and bucket of a stats question as the API does.
 func statsQuery(q query, now time.Time) (storage.StatsQuery, error) {
-	f, err := storage.ParseFilter(url.Values(q), now, "group_by", "bucket")
+	f, err := apiquery.ParseFilter(url.Values(q), now, "group_by", "bucket")
 	if err != nil {
 		return storage.StatsQuery{}, err
 	}
 	sq := storage.StatsQuery{Filter: f, GroupBy: []storage.Field{}}
 	for _, raw := range q["group_by"] {
 		for _, name := range strings.Split(raw, ",") {
-			field, err := storage.ParseField(strings.TrimSpace(name))
+			field, err := apiquery.ParseField(strings.TrimSpace(name))
 			if err != nil {
 				return sq, &schemas.FieldError{Field: "group_by", Message: strconv.Quote(name) + ": " + err.Error()}
 			}
 			sq.GroupBy = append(sq.GroupBy, field)
 		}
 	}
-	if sq.Bucket, err = storage.ParseBucket(strings.Join(q["bucket"], ",")); err != nil {
+	if sq.Bucket, err = apiquery.ParseBucket(strings.Join(q["bucket"], ",")); err != nil {
 		return sq, &schemas.FieldError{Field: "bucket", Message: err.Error()}
 	}
 	return sq, nil

@@ -25,7 +25,7 @@ const base = "https://taskotron.example.org/execdb"
 
 func newPages(t testing.TB, s *seeded, baseURL string) *web.Pages {
 	t.Helper()
-	p := web.New(web.Config{Reader: storeReader{s.store}, BaseURL: baseURL,
+	p := web.New(web.Config{Reader: s.store, BaseURL: baseURL,
 		ResultsDBURL: "https://taskotron.example.org/resultsdb_api/api/v2.0", Logger: zaptest.NewLogger(t)})
 	t.Cleanup(p.Close)
 	return p
@@ -283,7 +283,7 @@ func (down) Now() time.Time { return time.Now() }
 func TestUnavailableDatabaseAnswers503(t *testing.T) {
 	t.Parallel()
 	s := seed(t)
-	p := web.New(web.Config{Reader: down{storeReader{s.store}}})
+	p := web.New(web.Config{Reader: down{s.store}})
 	defer p.Close()
 	for _, path := range []string{"/", "/jobs", "/jobs/" + s.crashed.UUID.String(), "/stats?group_by=state"} {
 		code, body, h := get(t, p, path)
@@ -292,7 +292,7 @@ func TestUnavailableDatabaseAnswers503(t *testing.T) {
 		}
 	}
 	// Closed pages (the server shutting down) count the dashboard no more.
-	closed := web.New(web.Config{Reader: storeReader{s.store}})
+	closed := web.New(web.Config{Reader: s.store})
 	closed.Close()
 	if code, _, _ := get(t, closed, "/"); code != http.StatusServiceUnavailable {
 		t.Errorf("GET / after Close: got %d, want 503", code)
@@ -354,7 +354,7 @@ func TestPagesLoadNothingFromElsewhereAndNeedNoScript(t *testing.T) {
 func TestDashboardCountsOnceAMinute(t *testing.T) {
 	t.Parallel()
 	s := seed(t)
-	r := &countingReader{Reader: storeReader{s.store}}
+	r := &countingReader{Reader: s.store}
 	r.now.Store(time.Now().UnixNano())
 	p := web.New(web.Config{Reader: r, Logger: zaptest.NewLogger(t)})
 	defer p.Close()

@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/fedora-qa/execdb/api"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/storage/sqlite"
@@ -59,7 +60,7 @@ type Server struct {
 	// URL is the base URL of the server, e.g. http://127.0.0.1:41234, for client.New.
 	URL string
 	// Store is the store the API writes to, for looking behind the API's back.
-	Store *storage.Store
+	Store *jobs.Service
 
 	srv       *httptest.Server
 	backend   storage.Backend
@@ -115,7 +116,7 @@ func Start(opts Options) (s *Server, err error) {
 		tokens = map[string]api.Token{opts.Token: {Name: TokenName}}
 	}
 	s.backend = backend
-	s.Store = storage.New(backend, storage.Config{})
+	s.Store = jobs.New(backend, jobs.Config{})
 	s.handler = s.intercept(api.New(s.Store, api.Config{Tokens: tokens}).Handler())
 	s.srv = httptest.NewServer(s.handler)
 	s.URL = s.srv.URL

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fedora-qa/execdb/api/query"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/storage/postgres"
@@ -29,7 +31,7 @@ import (
 
 func main() {
 	db := flag.String("db", "", "PostgreSQL URL (postgres://…) of a database for benchmarks; required, never taken from EXECDB_DB")
-	jobs := flag.Int("jobs", 1_000_000, "jobs to seed, after DELETING every job the database has; 0 keeps what it has")
+	njobs := flag.Int("jobs", 1_000_000, "jobs to seed, after DELETING every job the database has; 0 keeps what it has")
 	wipe := flag.Bool("wipe", false, "seed even when the database already has jobs: they are DELETED")
 	runs := flag.Int("runs", 30, "runs of each query")
 	explain := flag.Bool("explain", false, "print the plan of each query")
@@ -50,15 +52,15 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	var retention storage.Retention
+	var retention jobs.Retention
 	if *prune != "" {
 		var err error
-		if retention, err = storage.ParseRetention(*prune); err != nil {
+		if retention, err = jobs.ParseRetention(*prune); err != nil {
 			fmt.Fprintln(os.Stderr, "execdb-bench: --prune:", err)
 			os.Exit(2)
 		}
 	}
-	if err := run(ctx, *db, *jobs, *wipe, *runs, *explain, retention); err != nil {
+	if err := run(ctx, *db, *njobs, *wipe, *runs, *explain, retention); err != nil {
 		fmt.Fprintln(os.Stderr, "execdb-bench:", err)
 		os.Exit(1)
 	}
@@ -66,7 +68,7 @@ func main() {
 
 var now = time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
 
-func run(ctx context.Context, db string, jobs int, wipe bool, runs int, explain bool, retention storage.Retention) error {
+func run(ctx context.Context, db string, njobs int, wipe bool, runs int, explain bool, retention jobs.Retention) error {
 	b, err := postgres.Open(ctx, db)
 	if err != nil {
 		return err
@@ -75,7 +77,7 @@ func run(ctx context.Context, db string, jobs int, wipe bool, runs int, explain 
 	if err := b.Migrate(ctx); err != nil {
 		return err
 	}
-	if jobs > 0 {
+	if njobs > 0 {
 		var have int64
 		if err := b.Pool().QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM jobs LIMIT 1) j`).Scan(&have); err != nil {
 			return err
@@ -84,17 +86,17 @@ func run(ctx context.Context, db string, jobs int, wipe bool, runs int, explain 
 			return fmt.Errorf("%s has jobs, and seeding would delete them all; give --wipe if that is what you want, or --jobs 0 to measure what it has", redact(db))
 		}
 		start := time.Now()
-		if err := seed(ctx, b, jobs); err != nil {
+		if err := seed(ctx, b, njobs); err != nil {
 			return fmt.Errorf("seed: %w", err)
 		}
-		fmt.Printf("seeded %d jobs in %s\n\n", jobs, time.Since(start).Round(time.Second))
+		fmt.Printf("seeded %d jobs in %s\n\n", njobs, time.Since(start).Round(time.Second))
 	}
-	store := storage.New(b, storage.Config{Now: func() time.Time { return now }})
+	store := jobs.New(b, jobs.Config{Now: func() time.Time { return now }})
 	fmt.Println("| query | p50 | p99 | rows |")
 	fmt.Println("|---|---|---|---|")
 	for _, q := range queries {
 		params, _ := url.ParseQuery(q.params)
-		f, err := storage.ParseFilter(params, now, "group_by", "bucket")
+		f, err := query.ParseFilter(params, now, "group_by", "bucket")
 		if err != nil {
 			return fmt.Errorf("%s: %w", q.name, err)
 		}
@@ -145,8 +147,8 @@ func run(ctx context.Context, db string, jobs int, wipe bool, runs int, explain 
 // pruneWhileWriting measures what a prune does to writes: 8 writers create and finish jobs for
 // 10 s, then go on while the store prunes with retention; it prints the writers' throughput and
 // latency in both phases, and what the prune removed in how long.
-func pruneWhileWriting(ctx context.Context, b *postgres.Backend, r storage.Retention) error {
-	store := storage.New(b, storage.Config{Now: func() time.Time { return now }})
+func pruneWhileWriting(ctx context.Context, b *postgres.Backend, r jobs.Retention) error {
+	store := jobs.New(b, jobs.Config{Now: func() time.Time { return now }})
 	type phase struct {
 		mu    sync.Mutex
 		times []time.Duration

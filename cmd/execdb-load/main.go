@@ -21,8 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/rabbitmq"
-	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -30,7 +30,7 @@ import (
 func main() {
 	url := flag.String("amqp-url", envOr("EXECDB_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "broker ExecDB consumes from")
 	exchange := flag.String("amqp-exchange", envOr("EXECDB_AMQP_EXCHANGE", "amq.topic"), "exchange ExecDB consumes from and publishes to")
-	prefix := flag.String("topic-prefix", envOr("EXECDB_TOPIC_PREFIX", storage.DefaultTopicPrefix), "ExecDB's topic prefix")
+	prefix := flag.String("topic-prefix", envOr("EXECDB_TOPIC_PREFIX", jobs.DefaultTopicPrefix), "ExecDB's topic prefix")
 	jobs := flag.Int("jobs", 10000, "job lives to publish (3 messages each)")
 	chunk := flag.Int("chunk", 200, "jobs per round: their triggers, then their starts, then their ends")
 	window := flag.Int("window", 2000, "unconfirmed publishes in flight")

@@ -11,7 +11,7 @@ import (
 	"github.com/fedora-qa/execdb/bus"
 	"github.com/fedora-qa/execdb/consumer"
 	"github.com/fedora-qa/execdb/fedmsg"
-	"github.com/fedora-qa/execdb/internal/metrics"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/publisher"
 	"github.com/fedora-qa/execdb/rabbitmq"
 	"github.com/fedora-qa/execdb/statemachine"
@@ -23,10 +23,10 @@ import (
 // busDeps is what the bus side of serve is built from.
 type busDeps struct {
 	cfg      serveConfig
-	store    *storage.Store
+	store    *jobs.Service
+	backend  storage.Backend // the outbox the relay publishes
 	log      *zap.Logger
 	registry *prometheus.Registry
-	jobs     *metrics.Jobs
 }
 
 // busRuntime is the running bus side: consumers and the publisher relay.
@@ -42,7 +42,7 @@ type busRuntime struct {
 // back what they hold; then the relay publishes what committed and stops.
 func startBus(ctx context.Context, d busDeps) (*busRuntime, error) {
 	cfg, log := d.cfg, d.log
-	backend := d.store.Backend()
+	backend := d.backend
 	consumerMetrics := consumer.NewMetrics(d.registry)
 	relayMetrics := publisher.NewMetrics(d.registry, backend)
 	checks := map[string]api.Check{}
@@ -108,7 +108,7 @@ func startBus(ctx context.Context, d busDeps) (*busRuntime, error) {
 		log.Info("no bus to publish to (EXECDB_AMQP_URL, EXECDB_FEDMSG_BIND): job-state messages are left to a process that has one, and dropped after a day")
 	}
 
-	relay := publisher.New(publisher.Config{Backend: backend, Sinks: sinks, Metrics: relayMetrics,
+	relay := publisher.New(publisher.Config{Outbox: backend, Sinks: sinks, Metrics: relayMetrics,
 		Log: log.With(zap.String("component", "relay"))})
 	if len(sinks) > 0 {
 		checks["publisher"] = func(ctx context.Context) error {
@@ -123,7 +123,7 @@ func startBus(ctx context.Context, d busDeps) (*busRuntime, error) {
 	var consumers, all sync.WaitGroup
 	for _, s := range sources {
 		c := consumer.New(consumer.Config{Store: d.store, Origin: s.origin, Prefix: cfg.TopicPrefix,
-			Log: log.With(zap.String("component", "consumer")), Metrics: consumerMetrics, Observe: d.jobs.Observe})
+			Log: log.With(zap.String("component", "consumer")), Metrics: consumerMetrics})
 		// Ready while connected and while no worker is stuck with messages it cannot settle.
 		checks[string(s.origin)] = func(ctx context.Context) error {
 			return errors.Join(s.sub.Ready(ctx), c.Ready(ctx))
@@ -148,7 +148,7 @@ func startBus(ctx context.Context, d busDeps) (*busRuntime, error) {
 	go func() {
 		defer all.Done()
 		if len(sinks) == 0 {
-			publisher.Expire(relayCtx, publisher.ExpireConfig{Backend: backend, Log: log.With(zap.String("component", "relay"))})
+			publisher.Expire(relayCtx, publisher.ExpireConfig{Outbox: backend, Log: log.With(zap.String("component", "relay"))})
 			return
 		}
 		if err := relay.Run(relayCtx); err != nil {

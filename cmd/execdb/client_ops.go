@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 )
@@ -173,7 +174,7 @@ nothing and prints what it would. The retention is the server's (EXECDB_RETENTIO
 		return c.usageError("unexpected argument %q", pos[0])
 	}
 	if retention != "" {
-		if _, err := storage.ParseRetention(retention); err != nil {
+		if _, err := jobs.ParseRetention(retention); err != nil {
 			return c.usageError("--retention: %v", err)
 		}
 	}
@@ -193,7 +194,7 @@ nothing and prints what it would. The retention is the server's (EXECDB_RETENTIO
 		c.printRaw(resp.Body)
 		return exitOK
 	}
-	var res storage.PruneResult
+	var res jobs.PruneResult
 	if err := json.Unmarshal(resp.Body, &res); err != nil {
 		return c.fail(fmt.Errorf("decode the answer: %w", err))
 	}

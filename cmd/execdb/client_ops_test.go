@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
@@ -62,12 +63,12 @@ func TestClientRejectedAndReplay(t *testing.T) {
 	ctx := context.Background()
 	id := uuid.New()
 	prefix := srv.Store.TopicPrefix()
-	if _, err := srv.Store.ApplyBus(ctx, []storage.BusMessage{
+	if _, err := srv.Store.ApplyBus(ctx, []jobs.BusMessage{
 		{Meta: statemachine.Meta{Origin: statemachine.OriginAMQP, MessageID: "orphan"}, Topic: prefix + ".taskotron.runtask.end",
 			Body: []byte(fmt.Sprintf(`{"uuid":%q,"state":"FINISHED"}`, id)), JobUUID: id,
 			Event: &statemachine.Event{End: &statemachine.End{State: statemachine.Finished}}},
 		{Meta: statemachine.Meta{Origin: statemachine.OriginFedmsg, MessageID: "garbage"}, Topic: prefix + ".taskotron.runtask.end",
-			Body: []byte(`nope`), Reject: &storage.Rejection{Reason: storage.RejectUndecodable, Detail: "body is not JSON"}},
+			Body: []byte(`nope`), Reject: &jobs.Rejection{Reason: storage.RejectUndecodable, Detail: "body is not JSON"}},
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/api"
-	"github.com/fedora-qa/execdb/storage"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap/zapcore"
@@ -45,7 +45,7 @@ type serveConfig struct {
 	LogLevel        zapcore.Level
 	BaseURL         string
 	ResultsDBURL    string
-	Retention       storage.Retention
+	Retention       jobs.Retention
 }
 
 // setting describes one flag of serve or migrate.
@@ -166,7 +166,7 @@ func settings() []setting {
 		}},
 		durationSetting("reschedule-delay", "EXECDB_RESCHEDULE_DELAY", "30s", "wait before the first automatic reschedule of a crash; doubles with each further attempt", func(c *serveConfig) *time.Duration { return &c.RescheduleDelay }),
 		{"retention", "EXECDB_RETENTION", "", "what serve prunes, and after how long, e.g. FINISHED=90d,CRASHED=365d,rejected=30d (unset: keep all)", func(c *serveConfig, v string) error {
-			r, err := storage.ParseRetention(v)
+			r, err := jobs.ParseRetention(v)
 			if err != nil {
 				return err
 			}

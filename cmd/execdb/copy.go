@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/fedora-qa/execdb/storage"
+	"github.com/fedora-qa/execdb/jobs"
 )
 
 const copySynopsis = `Copy an ExecDB database into another, empty one: to move from the embedded SQLite to
@@ -66,7 +66,7 @@ func cmdCopy(ctx context.Context, args []string, e env) int {
 		return exitRefused
 	}
 	defer dst.Close()
-	res, err := storage.Copy(ctx, src, dst, func(r storage.CopyResult) {
+	res, err := jobs.Copy(ctx, src, dst, func(r jobs.CopyResult) {
 		fmt.Fprintf(e.stderr, "\rcopied %d jobs, %d history entries, %d messages to publish, %d parked, %d rejected",
 			r.Jobs, r.History, r.Outbox, r.Parked, r.Rejected)
 	})

@@ -58,8 +58,8 @@ type buildError struct {
 
 func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 
-// server is a running `execdb serve` process.
-type server struct {
+// serveProcess is a running `execdb serve` process.
+type serveProcess struct {
 	cmd  *exec.Cmd
 	url  string
 	logs *syncBuffer
@@ -85,7 +85,7 @@ func (s *syncBuffer) String() string {
 
 // startServer runs `execdb serve` on a free loopback port with the given database and waits
 // until it answers.
-func startServer(t *testing.T, db string, extra ...string) *server {
+func startServer(t *testing.T, db string, extra ...string) *serveProcess {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -103,7 +103,7 @@ func startServer(t *testing.T, db string, extra ...string) *server {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1), url: "http://" + listen}
+	s := &serveProcess{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1), url: "http://" + listen}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -134,7 +134,7 @@ func startServer(t *testing.T, db string, extra ...string) *server {
 	}
 }
 
-func (s *server) kill9(t *testing.T) {
+func (s *serveProcess) kill9(t *testing.T) {
 	t.Helper()
 	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -6,13 +6,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
-// Pruning's pace: a round every pruneInterval, batches of storage.PruneBatch with prunePause
+// Pruning's pace: a round every pruneInterval, batches of jobs.PruneBatch with prunePause
 // between them, so that a backlog of a million jobs is worked off in minutes while writers
 // keep their turn.
 const (
@@ -34,7 +35,7 @@ func newPruneMetrics(reg prometheus.Registerer) *pruneMetrics {
 	return m
 }
 
-func (m *pruneMetrics) count(res storage.PruneResult) {
+func (m *pruneMetrics) count(res jobs.PruneResult) {
 	if res.DryRun {
 		return
 	}
@@ -45,7 +46,7 @@ func (m *pruneMetrics) count(res storage.PruneResult) {
 }
 
 // logPrune logs what a prune removed (or would).
-func logPrune(log *zap.Logger, res storage.PruneResult) {
+func logPrune(log *zap.Logger, res jobs.PruneResult) {
 	fields := []zap.Field{zap.Bool("dry_run", res.DryRun), zap.String("retention", res.Retention), zap.Int64("rejected", res.Rejected)}
 	for _, state := range []statemachine.State{statemachine.Finished, statemachine.Crashed} {
 		if c, ok := res.Jobs[state]; ok {
@@ -58,7 +59,7 @@ func logPrune(log *zap.Logger, res storage.PruneResult) {
 // startPruner prunes what r says every pruneInterval until ctx ends, when r prunes anything;
 // the returned func waits for it to stop. Several processes on one database take turns (a
 // process that finds another pruning leaves it the work).
-func startPruner(ctx context.Context, store *storage.Store, r storage.Retention, m *pruneMetrics, log *zap.Logger) (wait func()) {
+func startPruner(ctx context.Context, store *jobs.Service, r jobs.Retention, m *pruneMetrics, log *zap.Logger) (wait func()) {
 	if r.IsZero() {
 		return func() {}
 	}

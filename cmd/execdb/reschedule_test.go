@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
@@ -15,34 +14,14 @@ import (
 	"github.com/fedora-qa/execdb/api"
 	"github.com/fedora-qa/execdb/internal/metrics"
 	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/jobs"
+	"github.com/fedora-qa/execdb/server"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
 )
-
-func TestSweepInterval(t *testing.T) {
-	cases := []struct {
-		run, schedule, delay time.Duration
-		auto                 int
-		want                 time.Duration
-	}{
-		{3 * time.Hour, 24 * time.Hour, 30 * time.Second, 0, 30 * time.Second},
-		{3 * time.Hour, 24 * time.Hour, 30 * time.Second, 3, 3 * time.Second},
-		{3 * time.Hour, 24 * time.Hour, 5 * time.Second, 3, time.Second},
-		{2 * time.Minute, 24 * time.Hour, time.Hour, 3, 12 * time.Second},
-		{2 * time.Second, 24 * time.Hour, time.Hour, 0, time.Second},
-		{0, 0, 0, 0, 30 * time.Second},
-	}
-	for _, tc := range cases {
-		cfg := serveConfig{RunTimeout: tc.run, ScheduleTimeout: tc.schedule, RescheduleDelay: tc.delay, AutoReschedule: tc.auto}
-		if got := sweepInterval(cfg); got != tc.want {
-			t.Errorf("%+v: got %s, want %s", tc, got, tc.want)
-		}
-	}
-}
 
 func TestRescheduleDelaySetting(t *testing.T) {
 	for _, tc := range []struct {
@@ -101,14 +80,15 @@ func TestWatchdogTwoProcesses(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			var registries []*prometheus.Registry
 			var waits []func()
-			var stores []*storage.Store
+			var stores []*jobs.Service
 			for _, b := range []storage.Backend{b1, b2} {
 				reg := prometheus.NewRegistry()
-				store := storage.New(b, storage.Config{})
+				auto := statemachine.AutoPolicy{Limit: cfg.AutoReschedule, FirstDelay: cfg.RescheduleDelay}
+				store := jobs.New(b, jobs.Config{AutoReschedule: &auto, OnCommit: server.CommitHook(zap.NewNop(), metrics.NewJobs(reg))})
 				stores = append(stores, store)
 				registries = append(registries, reg)
 				waits = append(waits, startWatchdog(ctx, watchdogDeps{cfg: cfg, store: store, log: zap.NewNop(),
-					registry: reg, jobs: metrics.NewJobs(reg), interval: 20 * time.Millisecond}))
+					registry: reg, interval: 20 * time.Millisecond}))
 			}
 			stopped := false
 			stop := func() {
@@ -122,8 +102,8 @@ func TestWatchdogTwoProcesses(t *testing.T) {
 			}
 			t.Cleanup(stop)
 
-			const jobs = 12
-			for i := range jobs {
+			const n = 12
+			for i := range n {
 				res, err := stores[i%2].Create(ctx, statemachine.NewJob{TaskName: "rpmlint", Item: fmt.Sprint("pkg-", i), ItemType: "koji_build"},
 					statemachine.Meta{Origin: statemachine.OriginHTTP})
 				if err != nil {
@@ -145,7 +125,7 @@ func TestWatchdogTwoProcesses(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				done := len(all) == 2*jobs
+				done := len(all) == 2*n
 				for _, j := range all {
 					done = done && j.State == statemachine.Crashed
 				}
@@ -186,8 +166,8 @@ func TestWatchdogTwoProcesses(t *testing.T) {
 					t.Errorf("job %s: attempt 2 of 2 was rescheduled", j.UUID)
 				}
 			}
-			if attempts[1] != jobs || attempts[2] != jobs || len(attempts) != 2 {
-				t.Errorf("got jobs by attempt %v, want %d of attempts 1 and 2", attempts, jobs)
+			if attempts[1] != n || attempts[2] != n || len(attempts) != 2 {
+				t.Errorf("got jobs by attempt %v, want %d of attempts 1 and 2", attempts, n)
 			}
 			sum := func(name string, labels ...string) float64 {
 				total := 0.0
@@ -214,17 +194,17 @@ func TestWatchdogTwoProcesses(t *testing.T) {
 				}
 				return total
 			}
-			if got := sum("execdb_events_total", "source", "watchdog", "kind", "end", "verdict", "applied"); got != 2*jobs {
-				t.Errorf("metrics: %v watchdog crashes counted, want %d", got, 2*jobs)
+			if got := sum("execdb_events_total", "source", "watchdog", "kind", "end", "verdict", "applied"); got != 2*n {
+				t.Errorf("metrics: %v watchdog crashes counted, want %d", got, 2*n)
 			}
-			if got := sum("execdb_events_total", "source", "reschedule", "kind", "create"); got != jobs {
-				t.Errorf("metrics: %v automatic successors counted, want %d", got, jobs)
+			if got := sum("execdb_events_total", "source", "reschedule", "kind", "create"); got != n {
+				t.Errorf("metrics: %v automatic successors counted, want %d", got, n)
 			}
-			if got := sum("execdb_auto_reschedule_decisions_total", "decision", "planned"); got != jobs {
-				t.Errorf("metrics: %v planned decisions, want %d", got, jobs)
+			if got := sum("execdb_auto_reschedule_decisions_total", "decision", "planned"); got != n {
+				t.Errorf("metrics: %v planned decisions, want %d", got, n)
 			}
-			if got := sum("execdb_auto_reschedule_decisions_total", "decision", "attempt_limit"); got != jobs {
-				t.Errorf("metrics: %v attempt-limit decisions, want %d", got, jobs)
+			if got := sum("execdb_auto_reschedule_decisions_total", "decision", "attempt_limit"); got != n {
+				t.Errorf("metrics: %v attempt-limit decisions, want %d", got, n)
 			}
 			if got := sum("execdb_sweep_errors_total"); got != 0 {
 				t.Errorf("metrics: %v failed sweeps", got)
@@ -355,9 +335,9 @@ func eventCount(t *testing.T, base string, j statemachine.Job, kind string) int 
 }
 
 // rescheduleServer is a real API on SQLite for the command's tests.
-func rescheduleServer(t *testing.T, names map[string]string) (*storage.Store, map[string]string) {
+func rescheduleServer(t *testing.T, names map[string]string) (*jobs.Service, map[string]string) {
 	t.Helper()
-	store := storage.New(testenv.SQLite(t, ""), storage.Config{})
+	store := jobs.New(testenv.SQLite(t, ""), jobs.Config{})
 	tokens := map[string]api.Token{}
 	for token, name := range names {
 		tokens[token] = api.Token{Name: name}
@@ -390,7 +370,7 @@ func (r execdbRun) want(t *testing.T, code int) {
 	}
 }
 
-func crashedVia(t *testing.T, s *storage.Store, item string, cause statemachine.Cause, fatal bool) statemachine.Job {
+func crashedVia(t *testing.T, s *jobs.Service, item string, cause statemachine.Cause, fatal bool) statemachine.Job {
 	t.Helper()
 	ctx := context.Background()
 	res, err := s.Create(ctx, statemachine.NewJob{TaskName: "rpmlint", Item: item, ItemType: "koji_build"}, statemachine.Meta{Origin: statemachine.OriginHTTP})
@@ -509,36 +489,5 @@ func TestPrintBulkReasons(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
-	}
-}
-
-// TestSweepErrorsPerJob: a sweep's failure on single jobs is logged and counted job by job, with
-// the job's uuid; what ended a sweep early once more.
-func TestSweepErrorsPerJob(t *testing.T) {
-	core, logs := observer.New(zap.ErrorLevel)
-	s := &sweeper{log: zap.New(core), errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "e"}, []string{"sweep"})}
-	a, b := uuid.New(), uuid.New()
-	err := &storage.SweepError{Sweep: "automatic reschedule", Err: errors.New("claim: connection refused"),
-		Jobs: []storage.JobError{{JobUUID: a, Err: errors.New("boom")}, {JobUUID: b, Err: errors.New("bang")}}}
-	if s.stopped(context.Background(), "auto_reschedule", fmt.Errorf("wrapped: %w", err)) {
-		t.Fatal("stopped: got true with a live context")
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(s.errors)
-	families, _ := reg.Gather()
-	if len(families) != 1 || len(families[0].GetMetric()) != 1 || families[0].GetMetric()[0].GetCounter().GetValue() != 3 {
-		t.Errorf("errors counted: got %v, want 3 for auto_reschedule", families)
-	}
-	var jobs []string
-	for _, e := range logs.All() {
-		if id, ok := e.ContextMap()["job_uuid"]; ok {
-			jobs = append(jobs, id.(string))
-		}
-	}
-	if logs.Len() != 3 || fmt.Sprint(jobs) != fmt.Sprint([]string{a.String(), b.String()}) {
-		t.Errorf("logs: got %d entries for jobs %v, want 3, for %s and %s", logs.Len(), jobs, a, b)
-	}
-	if s.stopped(context.Background(), "watchdog", nil) {
-		t.Error("stopped: got true without an error")
 	}
 }

@@ -12,6 +12,9 @@ import (
 
 	"github.com/fedora-qa/execdb/api"
 	"github.com/fedora-qa/execdb/internal/metrics"
+	"github.com/fedora-qa/execdb/jobs"
+	"github.com/fedora-qa/execdb/server"
+	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/storage/postgres"
 	"github.com/fedora-qa/execdb/storage/sqlite"
@@ -149,18 +152,19 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	jobs := metrics.NewJobs(registry)
-	store := storage.New(backend, storage.Config{TopicPrefix: cfg.TopicPrefix, BaseURL: cfg.BaseURL})
+	auto := statemachine.AutoPolicy{Limit: cfg.AutoReschedule, FirstDelay: cfg.RescheduleDelay}
+	store := jobs.New(backend, jobs.Config{TopicPrefix: cfg.TopicPrefix, BaseURL: cfg.BaseURL, AutoReschedule: &auto,
+		OnCommit: server.CommitHook(log, metrics.NewJobs(registry))})
 
 	// The consumers, the relay and the sweeps run until stopBackground: on shutdown, before the
 	// HTTP server, so that no message is taken that could not be finished.
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
-	bus, err := startBus(workCtx, busDeps{cfg: cfg, store: store, log: log, registry: registry, jobs: jobs})
+	bus, err := startBus(workCtx, busDeps{cfg: cfg, store: store, backend: backend, log: log, registry: registry})
 	if err != nil {
 		return err
 	}
-	waitWatchdog := startWatchdog(workCtx, watchdogDeps{cfg: cfg, store: store, log: log, registry: registry, jobs: jobs})
+	waitWatchdog := startWatchdog(workCtx, watchdogDeps{cfg: cfg, store: store, log: log, registry: registry})
 	pruned := newPruneMetrics(registry)
 	waitPruner := startPruner(workCtx, store, cfg.Retention, pruned, log.With(zap.String("component", "retention")))
 	stopBackground := sync.OnceFunc(func() {
@@ -176,9 +180,9 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 		Help:        "Always 1; the labels say which execdb runs.",
 		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit, "goversion": build.GoVersion},
 	}, func() float64 { return 1 }))
-	handler := api.New(store, api.Config{Tokens: cfg.Tokens, Logger: log, Registry: registry, Jobs: jobs, Checks: bus.checks,
+	handler := api.New(store, api.Config{Tokens: cfg.Tokens, Logger: log, Registry: registry, Checks: bus.checks,
 		Version: map[string]string{"version": build.Version, "commit": build.Commit}, BaseURL: cfg.BaseURL,
-		Retention: cfg.Retention, OnPrune: func(res storage.PruneResult) { pruned.count(res); logPrune(log, res) }}).Handler()
+		Retention: cfg.Retention, OnPrune: func(res jobs.PruneResult) { pruned.count(res); logPrune(log, res) }}).Handler()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 	served := make(chan error, 1)

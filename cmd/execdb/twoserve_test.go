@@ -27,7 +27,7 @@ func TestServeProcessesShareAQueue(t *testing.T) {
 	rabbitmqtest.Watch(t, url, exchange, name+"-watch", "#.execdb.job.#")
 	rabbitmqtest.Cleanup(t, url, []string{name, name + ".rejected"}, []string{name + ".dlx"})
 	announced := rabbitmqtest.Collect(t, url, name+"-watch")
-	serve := func() *server {
+	serve := func() *serveProcess {
 		return startServer(t, db, "--amqp-url", url, "--amqp-exchange", exchange, "--amqp-queue", name, "--topic-prefix", prefix)
 	}
 	a := serve()
@@ -50,7 +50,7 @@ func TestServeProcessesShareAQueue(t *testing.T) {
 			rabbitmqtest.JSON(prefix+".taskotron.runtask.start", fmt.Sprint("s", i), fmt.Sprintf(`{"uuid":%q,"runner":{"name":"buildbot","jobid":"all/%d"}}`, ids[i], i)),
 			rabbitmqtest.JSON(prefix+".taskotron.runtask.end", fmt.Sprint("e", i), fmt.Sprintf(end, ids[i], i)))
 	}
-	ended := func(s *server) int {
+	ended := func(s *serveProcess) int {
 		_, body := httpDo(t, "GET", s.url+"/api/v1/stats?group_by=state&state=FINISHED,CRASHED", "")
 		var stats struct{ Total int }
 		json.Unmarshal([]byte(body), &stats)

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/fedora-qa/execdb/internal/metrics"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
-	"github.com/fedora-qa/execdb/storage"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -18,10 +18,16 @@ func TestCreateWithParkedEventsCountsEachTransitionOnce(t *testing.T) {
 	m := metrics.NewJobs(reg)
 	crashed := statemachine.Job{State: statemachine.Crashed, Crash: &statemachine.Crash{Notify: statemachine.NotifyTask, Cause: statemachine.CauseTask}}
 	running := statemachine.Job{State: statemachine.Running}
-	m.Observe(statemachine.OriginHTTP, statemachine.EventCreate, storage.Result{Job: crashed, Verdict: statemachine.Applied, Created: true})
-	m.Observe(statemachine.OriginAMQP, statemachine.EventStart, storage.Result{Job: running, Verdict: statemachine.Applied})
-	m.Observe(statemachine.OriginAMQP, statemachine.EventEnd, storage.Result{Job: crashed, Verdict: statemachine.Applied})
-	m.Observe(statemachine.OriginAMQP, statemachine.EventEnd, storage.Result{Job: crashed, Verdict: statemachine.Duplicate})
+	http, amqp := statemachine.Meta{Origin: statemachine.OriginHTTP}, statemachine.Meta{Origin: statemachine.OriginAMQP}
+	m.Commit(jobs.Commit{Events: []jobs.Event{
+		{Meta: http, Kind: statemachine.EventCreate, Result: jobs.Result{Job: crashed, Verdict: statemachine.Applied, Created: true}},
+		{Meta: amqp, Kind: statemachine.EventStart, Result: jobs.Result{Job: running, Verdict: statemachine.Applied}},
+		{Meta: amqp, Kind: statemachine.EventEnd, Result: jobs.Result{Job: crashed, Verdict: statemachine.Applied}},
+		// The decision that came with the crash is no transition.
+		{Meta: statemachine.Meta{Origin: statemachine.OriginReschedule}, Kind: statemachine.EventAutoReschedule,
+			Result: jobs.Result{Job: crashed, Verdict: statemachine.Applied}, Auto: &statemachine.AutoDecision{Planned: true}},
+	}})
+	m.Observe(jobs.Event{Meta: amqp, Kind: statemachine.EventEnd, Result: jobs.Result{Job: crashed, Verdict: statemachine.Duplicate}})
 	want := `
 # HELP execdb_crashes_total Jobs that crashed, by notify and cause.
 # TYPE execdb_crashes_total counter
@@ -32,7 +38,11 @@ execdb_transitions_total{state="CRASHED"} 1
 execdb_transitions_total{state="RUNNING"} 1
 execdb_transitions_total{state="SCHEDULED"} 1
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "execdb_crashes_total", "execdb_transitions_total"); err != nil {
+	want += `# HELP execdb_auto_reschedule_decisions_total Decisions of the automatic rescheduler about crashed jobs, by decision: planned, or why not (a decline because automatic rescheduling is off is not counted).
+# TYPE execdb_auto_reschedule_decisions_total counter
+execdb_auto_reschedule_decisions_total{decision="planned"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "execdb_crashes_total", "execdb_transitions_total", "execdb_auto_reschedule_decisions_total"); err != nil {
 		t.Error(err)
 	}
 }

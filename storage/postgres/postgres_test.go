@@ -46,16 +46,3 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Errorf("got %d applied migrations, want %d (one per file)", n, len(files))
 	}
 }
-
-func BenchmarkLifecycle(b *testing.B) {
-	ctx := context.Background()
-	backend, err := postgres.Open(ctx, testenv.PostgresSchema(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer backend.Close()
-	if err := backend.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	storagetest.BenchmarkLifecycle(b, backend)
-}

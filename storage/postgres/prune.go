@@ -75,24 +75,14 @@ func (b *Backend) CountRejected(ctx context.Context, before time.Time) (int64, e
 	return n, interpretError(err)
 }
 
-// ExportJobs returns up to limit jobs' marks after the given uuid, in uuid order.
-func (b *Backend) ExportJobs(ctx context.Context, after uuid.UUID, limit int) ([]storage.JobMark, error) {
-	rows, err := b.pool.Query(ctx, `SELECT uuid, auto_reschedule, auto_reschedule_due_at FROM jobs
-		WHERE uuid > $1 ORDER BY uuid LIMIT $2`, after, limit)
+// ExportJobs returns up to limit jobs' uuids after the given one, in uuid order.
+func (b *Backend) ExportJobs(ctx context.Context, after uuid.UUID, limit int) ([]uuid.UUID, error) {
+	rows, err := b.pool.Query(ctx, `SELECT uuid FROM jobs WHERE uuid > $1 ORDER BY uuid LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, interpretError(err)
 	}
-	marks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (storage.JobMark, error) {
-		var m storage.JobMark
-		var auto *string
-		err := row.Scan(&m.UUID, &auto, &m.AutoDueAt)
-		if auto != nil {
-			m.Auto = storage.AutoStatus(*auto)
-		}
-		m.AutoDueAt = utc(m.AutoDueAt)
-		return m, err
-	})
-	return marks, interpretError(err)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	return ids, interpretError(err)
 }
 
 // ExportParked returns up to limit parked events after the given id, in id order.

@@ -45,25 +45,6 @@ func (t *txn) claim(ctx context.Context, where, order string, skip []uuid.UUID, 
 	return id, interpretError(err)
 }
 
-// MarkAuto sets the automatic-reschedule mark if it is `from`.
-func (t *txn) MarkAuto(ctx context.Context, id uuid.UUID, from, to storage.AutoStatus, dueAt *time.Time) (bool, error) {
-	tag, err := t.tx.Exec(ctx, `UPDATE jobs SET auto_reschedule = $3, auto_reschedule_due_at = $4
-		WHERE uuid = $1 AND auto_reschedule IS NOT DISTINCT FROM $2::text`,
-		id, autoMark(from), autoMark(to), dueAt)
-	if err != nil {
-		return false, interpretError(err)
-	}
-	return tag.RowsAffected() == 1, nil
-}
-
-func autoMark(s storage.AutoStatus) *string {
-	if s == storage.AutoUndecided {
-		return nil
-	}
-	v := string(s)
-	return &v
-}
-
 // RetryStats counts the successors of the rescheduled crashed jobs matching q.Filter by state,
 // grouped on the crashed jobs.
 func (b *Backend) RetryStats(ctx context.Context, s storage.StatsQuery) (storage.RetryStatsResult, error) {

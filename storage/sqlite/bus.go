@@ -167,8 +167,8 @@ func (t *tx) MarkSeen(ctx context.Context, ids []string, at time.Time) ([]bool, 
 	return fresh, nil
 }
 
-// Park keeps an event for a job that does not exist yet.
-func (t *tx) Park(ctx context.Context, p storage.ParkedEvent) error {
+// park keeps an event for a job that does not exist yet.
+func (t *tx) park(ctx context.Context, p storage.ParkedEvent) error {
 	payload, err := storage.EncodeEventPayload(p.Event)
 	if err != nil {
 		return fmt.Errorf("park event %s: %w", p.Event.MessageID, err)
@@ -255,8 +255,8 @@ func readParked(ctx context.Context, q queryer, what, query string, args ...any)
 	return out, nil
 }
 
-// AppendRejected stores a rejected message.
-func (t *tx) AppendRejected(ctx context.Context, r storage.RejectedMessage) error {
+// appendRejected stores a rejected message.
+func (t *tx) appendRejected(ctx context.Context, r storage.RejectedMessage) error {
 	var jobUUID any
 	if r.JobUUID != nil {
 		jobUUID = r.JobUUID.String()
@@ -309,39 +309,4 @@ func (t *tx) JobsByRequestID(ctx context.Context, requestIDs []string) (map[stri
 		out[req] = job
 	}
 	return out, nil
-}
-
-// WriteBatch writes row by row: SQLite runs in the process, a statement costs no round trip.
-func (t *tx) WriteBatch(ctx context.Context, w storage.BatchWrites) error {
-	for _, j := range w.NewJobs {
-		if err := t.InsertJob(ctx, j); err != nil {
-			return err
-		}
-	}
-	for _, j := range w.Changed {
-		if err := t.UpdateJob(ctx, j); err != nil {
-			return err
-		}
-	}
-	for _, e := range w.History {
-		if err := t.AppendHistory(ctx, e); err != nil {
-			return err
-		}
-	}
-	for _, m := range w.Outbox {
-		if err := t.AppendOutbox(ctx, m); err != nil {
-			return err
-		}
-	}
-	for _, p := range w.Parked {
-		if err := t.Park(ctx, p); err != nil {
-			return err
-		}
-	}
-	for _, r := range w.Rejected {
-		if err := t.AppendRejected(ctx, r); err != nil {
-			return err
-		}
-	}
-	return nil
 }

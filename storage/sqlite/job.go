@@ -82,7 +82,7 @@ type queryer interface {
 const jobColumns = `uuid, state, taskname, item, item_type, arch, source_msg_id, source_topic,
 	request_id, runner, artifacts_url, log_url, crash_notify, crash_cause, crash_fatal, attempt,
 	rescheduled_from, rescheduled_to, created_at, started_at, finished_at, updated_at,
-	state_entered_at`
+	state_entered_at, auto_reschedule, auto_reschedule_due_at`
 
 // readJob reads the one job `WHERE <where>` selects, its data and its crash keyvals. A missing
 // job is sql.ErrNoRows; callers pass errors through interpretError.
@@ -117,10 +117,11 @@ func scanJob(row interface{ Scan(...any) error }) (statemachine.Job, error) {
 		notify, cause                    sql.NullString
 		fatal                            sql.NullBool
 		from, to, started, finished      sql.NullString
+		auto, due                        sql.NullString
 	)
 	err := row.Scan(&id, &state, &job.TaskName, &job.Item, &job.ItemType, &job.Arch,
 		&sourceMsgID, &sourceTopic, &job.RequestID, &runner, &artifactsURL, &logURL,
-		&notify, &cause, &fatal, &job.Attempt, &from, &to, &created, &started, &finished, &updated, &entered)
+		&notify, &cause, &fatal, &job.Attempt, &from, &to, &created, &started, &finished, &updated, &entered, &auto, &due)
 	if err != nil {
 		return statemachine.Job{}, err
 	}
@@ -171,6 +172,10 @@ func scanJob(row interface{ Scan(...any) error }) (statemachine.Job, error) {
 	if job.StateEnteredAt, err = parseTime(entered); err != nil {
 		return fail(err)
 	}
+	job.Auto = statemachine.AutoMark(auto.String)
+	if job.AutoDueAt, err = parseNullTime(due); err != nil {
+		return fail(err)
+	}
 	return job, nil
 }
 
@@ -197,7 +202,7 @@ func jobValues(job statemachine.Job) ([]any, error) {
 		nullString(job.LogURL), notify, cause, fatal, job.Attempt,
 		nullUUID(job.RescheduledFrom), nullUUID(job.RescheduledTo), formatTime(job.CreatedAt),
 		nullTime(job.StartedAt), nullTime(job.FinishedAt), formatTime(job.UpdatedAt),
-		formatTime(job.StateEnteredAt),
+		formatTime(job.StateEnteredAt), nullString(string(job.Auto)), nullTime(job.AutoDueAt),
 	}, nil
 }
 

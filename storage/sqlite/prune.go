@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -60,31 +59,26 @@ func (b *Backend) CountRejected(ctx context.Context, before time.Time) (int64, e
 	return n, nil
 }
 
-// ExportJobs returns up to limit jobs' marks after the given uuid, in uuid order.
-func (b *Backend) ExportJobs(ctx context.Context, after uuid.UUID, limit int) ([]storage.JobMark, error) {
-	rows, err := b.reader.QueryContext(ctx, `SELECT uuid, auto_reschedule, auto_reschedule_due_at FROM jobs
-		WHERE uuid > ? ORDER BY uuid LIMIT ?`, after.String(), limit)
+// ExportJobs returns up to limit jobs' uuids after the given one, in uuid order.
+func (b *Backend) ExportJobs(ctx context.Context, after uuid.UUID, limit int) ([]uuid.UUID, error) {
+	rows, err := b.reader.QueryContext(ctx, `SELECT uuid FROM jobs WHERE uuid > ? ORDER BY uuid LIMIT ?`, after.String(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("export jobs: %w", interpretError(err))
 	}
 	defer rows.Close()
-	var marks []storage.JobMark
+	var ids []uuid.UUID
 	for rows.Next() {
-		var id string
-		var auto, due sql.NullString
-		if err := rows.Scan(&id, &auto, &due); err != nil {
+		var s string
+		if err := rows.Scan(&s); err != nil {
 			return nil, fmt.Errorf("export jobs: %w", interpretError(err))
 		}
-		m := storage.JobMark{Auto: storage.AutoStatus(auto.String)}
-		if m.UUID, err = uuid.Parse(id); err != nil {
-			return nil, fmt.Errorf("export jobs: %w", err)
+		id, err := uuid.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("export jobs: stored uuid %q: %w", s, err)
 		}
-		if m.AutoDueAt, err = parseNullTime(due); err != nil {
-			return nil, fmt.Errorf("export jobs: %w", err)
-		}
-		marks = append(marks, m)
+		ids = append(ids, id)
 	}
-	return marks, interpretError(rows.Err())
+	return ids, interpretError(rows.Err())
 }
 
 // ExportParked returns up to limit parked events after the given id, in id order.

@@ -61,28 +61,6 @@ func (t *tx) claim(ctx context.Context, what, where, order string, skip []uuid.U
 	return id, nil
 }
 
-// MarkAuto sets the automatic-reschedule mark if it is `from`.
-func (t *tx) MarkAuto(ctx context.Context, id uuid.UUID, from, to storage.AutoStatus, dueAt *time.Time) (bool, error) {
-	res, err := t.tx.ExecContext(ctx, `UPDATE jobs SET auto_reschedule = ?, auto_reschedule_due_at = ?
-		WHERE uuid = ? AND auto_reschedule IS ?`,
-		autoMark(to), nullTime(dueAt), id.String(), autoMark(from))
-	if err != nil {
-		return false, fmt.Errorf("mark job %s %s: %w", id, to, interpretError(err))
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("mark job %s %s: %w", id, to, err)
-	}
-	return n == 1, nil
-}
-
-func autoMark(s storage.AutoStatus) any {
-	if s == storage.AutoUndecided {
-		return nil
-	}
-	return string(s)
-}
-
 // RetryStats counts the successors of the rescheduled crashed jobs matching q.Filter by state,
 // grouped on the crashed jobs.
 func (b *Backend) RetryStats(ctx context.Context, s storage.StatsQuery) (storage.RetryStatsResult, error) {

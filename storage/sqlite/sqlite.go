@@ -35,6 +35,9 @@ type Backend struct {
 	reader    *sql.DB // read-only connections for Job, History, Outbox and Ping
 	closeOnce sync.Once
 	closeErr  error
+	// queued receives a value after a transaction that wrote outbox messages commits: the
+	// relay's wake (Lead). One process holds the file, so this notice reaches every relay.
+	queued chan struct{}
 }
 
 var _ storage.Backend = (*Backend)(nil)
@@ -77,7 +80,7 @@ func Open(ctx context.Context, path string) (*Backend, error) {
 		reader.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, interpretError(err))
 	}
-	return &Backend{writer: writer, reader: reader}, nil
+	return &Backend{writer: writer, reader: reader, queued: make(chan struct{}, 1)}, nil
 }
 
 // dsn is the driver's name for the database file at the absolute path abs: a file: URI whose
@@ -112,9 +115,25 @@ func checkWAL(ctx context.Context, db *sql.DB) error {
 // otherwise (also when fn panics). Transactions run one at a time: InTx blocks until the writer
 // connection is free or ctx is done. fn must not call InTx itself, that would wait forever.
 func (b *Backend) InTx(ctx context.Context, fn func(storage.Tx) error) error {
-	return b.writeTx(ctx, func(sqlTx *sql.Tx) error {
-		return fn(&tx{tx: sqlTx})
+	t := &tx{}
+	err := b.writeTx(ctx, func(sqlTx *sql.Tx) error {
+		*t = tx{tx: sqlTx}
+		return fn(t)
 	})
+	if err == nil && t.queued {
+		select {
+		case b.queued <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// Lead calls fn at once: an SQLite database serves one execdb process, which relays its outbox.
+// (A second process on the same file would relay too; consumers drop the repeats by message
+// id.) wake receives a value after each commit of this process that queued messages.
+func (b *Backend) Lead(ctx context.Context, fn func(ctx context.Context, wake <-chan struct{}) error) error {
+	return fn(ctx, b.queued)
 }
 
 // writeTx runs fn in a transaction on the writer connection; it begins IMMEDIATE (see dsn).

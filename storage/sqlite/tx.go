@@ -8,45 +8,66 @@ import (
 
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
-	"github.com/google/uuid"
 )
 
 // tx is the storage.Tx of one write transaction. The transaction began IMMEDIATE on the only
 // writer connection, so it holds the database's write lock: what it reads no other writer can
 // change before it ends.
 type tx struct {
-	tx *sql.Tx
+	tx     *sql.Tx
+	queued bool // outbox messages were written: wake the relay after the commit
 }
 
 var _ storage.Tx = (*tx)(nil)
 
-// LockJob returns the job; the write lock the transaction holds keeps other writers waiting.
-func (t *tx) LockJob(ctx context.Context, id uuid.UUID) (statemachine.Job, error) {
-	job, err := readJob(ctx, t.tx, `uuid = ?`, id.String())
-	if err != nil {
-		return statemachine.Job{}, fmt.Errorf("lock job %s: %w", id, interpretError(err))
+// Write stores what a unit of work decided, row by row: SQLite runs in the process, so a
+// statement costs no round trip, and the writer's one connection keeps its statements prepared.
+func (t *tx) Write(ctx context.Context, w storage.Writes) error {
+	for _, j := range w.NewJobs {
+		if err := t.insertJob(ctx, j); err != nil {
+			return err
+		}
 	}
-	return job, nil
+	for _, c := range w.Changed {
+		if err := t.updateJob(ctx, c); err != nil {
+			return err
+		}
+	}
+	for _, e := range w.History {
+		if err := t.appendHistory(ctx, e); err != nil {
+			return err
+		}
+	}
+	for _, m := range w.Outbox {
+		if err := t.appendOutbox(ctx, m); err != nil {
+			return err
+		}
+	}
+	if len(w.Outbox) > 0 {
+		t.queued = true
+	}
+	for _, p := range w.Parked {
+		if err := t.park(ctx, p); err != nil {
+			return err
+		}
+	}
+	for _, r := range w.Rejected {
+		if err := t.appendRejected(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// JobByRequestID returns the job created by the request id or storage.ErrNotFound.
-func (t *tx) JobByRequestID(ctx context.Context, requestID string) (statemachine.Job, error) {
-	job, err := readJob(ctx, t.tx, `request_id = ?`, requestID)
-	if err != nil {
-		return statemachine.Job{}, fmt.Errorf("job with request id %q: %w", requestID, interpretError(err))
-	}
-	return job, nil
-}
-
-// InsertJob stores a new job with its data rows (and its crash keyvals, should it be created
+// insertJob stores a new job with its data rows (and its crash keyvals, should it be created
 // crashed); storage.ErrConflict if its uuid or request id is taken.
-func (t *tx) InsertJob(ctx context.Context, job statemachine.Job) error {
+func (t *tx) insertJob(ctx context.Context, job statemachine.Job) error {
 	values, err := jobValues(job)
 	if err != nil {
 		return fmt.Errorf("insert job %s: %w", job.UUID, err)
 	}
 	_, err = t.tx.ExecContext(ctx, `INSERT INTO jobs (`+jobColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, values...)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, values...)
 	if err != nil {
 		return fmt.Errorf("insert job %s: %w", job.UUID, interpretError(err))
 	}
@@ -61,10 +82,12 @@ func (t *tx) InsertJob(ctx context.Context, job statemachine.Job) error {
 	return nil
 }
 
-// UpdateJob writes back every column that changes in a job's life (state, runner, urls, crash,
-// attempt, lineage, times) and replaces its crash keyvals. The trigger's fields and data do not
-// change and are left alone. storage.ErrNotFound if the job does not exist.
-func (t *tx) UpdateJob(ctx context.Context, job statemachine.Job) error {
+// updateJob writes back every column that changes in a job's life (state, runner, urls, crash,
+// attempt, lineage, times, automatic-reschedule mark), and the crash keyvals of a job that
+// crashed in this unit. The trigger's fields and data do not change and are left alone.
+// storage.ErrNotFound if the job does not exist.
+func (t *tx) updateJob(ctx context.Context, c storage.Change) error {
+	job := c.Job
 	var runner any
 	if job.Runner != nil {
 		b, err := json.Marshal(job.Runner)
@@ -81,13 +104,13 @@ func (t *tx) UpdateJob(ctx context.Context, job statemachine.Job) error {
 		state = ?, runner = ?, artifacts_url = ?, log_url = ?,
 		crash_notify = ?, crash_cause = ?, crash_fatal = ?, attempt = ?,
 		rescheduled_from = ?, rescheduled_to = ?, started_at = ?, finished_at = ?, updated_at = ?,
-		state_entered_at = ?
+		state_entered_at = ?, auto_reschedule = ?, auto_reschedule_due_at = ?
 		WHERE uuid = ?`,
 		string(job.State), runner, nullString(job.ArtifactsURL), nullString(job.LogURL),
 		notify, cause, fatal, job.Attempt,
 		nullUUID(job.RescheduledFrom), nullUUID(job.RescheduledTo), nullTime(job.StartedAt),
 		nullTime(job.FinishedAt), formatTime(job.UpdatedAt), formatTime(job.StateEnteredAt),
-		job.UUID.String())
+		nullString(string(job.Auto)), nullTime(job.AutoDueAt), job.UUID.String())
 	if err != nil {
 		return fmt.Errorf("update job %s: %w", job.UUID, interpretError(err))
 	}
@@ -96,20 +119,18 @@ func (t *tx) UpdateJob(ctx context.Context, job statemachine.Job) error {
 	} else if n == 0 {
 		return fmt.Errorf("update job %s: %w", job.UUID, storage.ErrNotFound)
 	}
-	if _, err := t.tx.ExecContext(ctx, `DELETE FROM crash_keyvals WHERE job_uuid = ?`, job.UUID.String()); err != nil {
-		return fmt.Errorf("update crash keyvals of job %s: %w", job.UUID, interpretError(err))
-	}
-	if job.Crash != nil {
+	// A job becomes CRASHED once and stays so: its key-values are written then, never again.
+	if c.Crashed && job.Crash != nil {
 		if err := insertKeyVals(ctx, t.tx, "crash_keyvals", job.UUID, job.Crash.KeyVals); err != nil {
-			return fmt.Errorf("update crash keyvals of job %s: %w", job.UUID, interpretError(err))
+			return fmt.Errorf("insert crash keyvals of job %s: %w", job.UUID, interpretError(err))
 		}
 	}
 	return nil
 }
 
-// AppendHistory adds an entry to a job's history; its ID is assigned by the database.
+// appendHistory adds an entry to a job's history; its ID is assigned by the database.
 // storage.ErrNotFound if the job does not exist.
-func (t *tx) AppendHistory(ctx context.Context, e storage.HistoryEntry) error {
+func (t *tx) appendHistory(ctx context.Context, e storage.HistoryEntry) error {
 	var detail any
 	if e.Detail != nil {
 		detail = string(e.Detail)
@@ -125,9 +146,9 @@ func (t *tx) AppendHistory(ctx context.Context, e storage.HistoryEntry) error {
 	return nil
 }
 
-// AppendOutbox queues a message for publishing; its ID is assigned by the database.
+// appendOutbox queues a message for publishing; its ID is assigned by the database.
 // storage.ErrConflict if its message id is taken.
-func (t *tx) AppendOutbox(ctx context.Context, m storage.OutboxMessage) error {
+func (t *tx) appendOutbox(ctx context.Context, m storage.OutboxMessage) error {
 	headers, err := json.Marshal(m.Headers)
 	if err != nil {
 		return fmt.Errorf("append outbox message %s: encode headers: %w", m.MessageID, err)

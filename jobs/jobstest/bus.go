@@ -1,4 +1,4 @@
-package storagetest
+package jobstest
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
@@ -29,34 +30,33 @@ var busTests = []test{
 	{"BusRejectedListNewestFirst", testBusRejectedList},
 	{"BusPruneSeen", testBusPruneSeen},
 	{"OutboxDeletePublished", testOutboxPublish},
-	{"OutboxReturnsRowsCommittedLate", testOutboxLateCommit},
 }
 
 func busMeta(id string) statemachine.Meta {
 	return statemachine.Meta{Origin: statemachine.OriginAMQP, MessageID: id}
 }
 
-func busTrigger(id string, n statemachine.NewJob) storage.BusMessage {
-	return storage.BusMessage{Meta: busMeta(id), Topic: "org.example.taskotron.job.trigger",
+func busTrigger(id string, n statemachine.NewJob) jobs.BusMessage {
+	return jobs.BusMessage{Meta: busMeta(id), Topic: "org.example.taskotron.job.trigger",
 		Body: []byte(`{"trigger":"` + id + `"}`), Create: &n}
 }
 
-func busStart(id string, job uuid.UUID) storage.BusMessage {
-	return storage.BusMessage{Meta: busMeta(id), Topic: "org.example.taskotron.runtask.start",
+func busStart(id string, job uuid.UUID) jobs.BusMessage {
+	return jobs.BusMessage{Meta: busMeta(id), Topic: "org.example.taskotron.runtask.start",
 		Body: []byte(`{"uuid":"` + job.String() + `"}`), JobUUID: job, Event: &statemachine.Event{Start: &statemachine.Start{
 			Runner: &statemachine.Runner{Name: "buildbot", JobID: "all/7"}}}}
 }
 
-func busEnd(id string, job uuid.UUID, state statemachine.State, cause statemachine.Cause) storage.BusMessage {
+func busEnd(id string, job uuid.UUID, state statemachine.State, cause statemachine.Cause) jobs.BusMessage {
 	end := &statemachine.End{State: state}
 	if state == statemachine.Crashed {
 		end.Crash = &statemachine.Crash{Notify: statemachine.NotifyTask, Cause: cause}
 	}
-	return storage.BusMessage{Meta: busMeta(id), Topic: "org.example.taskotron.runtask.end",
+	return jobs.BusMessage{Meta: busMeta(id), Topic: "org.example.taskotron.runtask.end",
 		Body: []byte(`{"uuid":"` + job.String() + `","state":"` + string(state) + `"}`), JobUUID: job, Event: &statemachine.Event{End: end}}
 }
 
-func applyBus(t *testing.T, s *storage.Store, msgs ...storage.BusMessage) []storage.BusResult {
+func applyBus(t *testing.T, s *jobs.Service, msgs ...jobs.BusMessage) []jobs.BusResult {
 	t.Helper()
 	res, err := s.ApplyBus(context.Background(), msgs)
 	if err != nil {
@@ -68,15 +68,15 @@ func applyBus(t *testing.T, s *storage.Store, msgs ...storage.BusMessage) []stor
 	return res
 }
 
-func outcomes(rs []storage.BusResult) []storage.BusOutcome {
-	out := make([]storage.BusOutcome, len(rs))
+func outcomes(rs []jobs.BusResult) []jobs.BusOutcome {
+	out := make([]jobs.BusOutcome, len(rs))
 	for i, r := range rs {
 		out[i] = r.Outcome
 	}
 	return out
 }
 
-func wantOutcomes(t *testing.T, rs []storage.BusResult, want ...storage.BusOutcome) {
+func wantOutcomes(t *testing.T, rs []jobs.BusResult, want ...jobs.BusOutcome) {
 	t.Helper()
 	got := outcomes(rs)
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -102,7 +102,7 @@ func testBusDedup(t *testing.T, open Open) {
 	n := newJob()
 	n.UUID = id
 	rs := applyBus(t, s, busTrigger("m1", n), busStart("m2", id), busStart("m2", id))
-	wantOutcomes(t, rs, storage.BusApplied, storage.BusApplied, storage.BusDuplicate)
+	wantOutcomes(t, rs, jobs.BusApplied, jobs.BusApplied, jobs.BusDuplicate)
 	if !rs[2].Seen {
 		t.Errorf("a repeated id in one batch: got seen=false, want true")
 	}
@@ -111,7 +111,7 @@ func testBusDedup(t *testing.T, open Open) {
 	}
 	// A redelivery in a later batch: nothing happens, nothing is recorded.
 	rs = applyBus(t, s, busTrigger("m1", n), busStart("m2", id), busEnd("m3", id, statemachine.Finished, ""))
-	wantOutcomes(t, rs, storage.BusDuplicate, storage.BusDuplicate, storage.BusApplied)
+	wantOutcomes(t, rs, jobs.BusDuplicate, jobs.BusDuplicate, jobs.BusApplied)
 	if !rs[0].Seen || !rs[1].Seen || rs[2].Seen {
 		t.Errorf("got seen %v %v %v, want true true false", rs[0].Seen, rs[1].Seen, rs[2].Seen)
 	}
@@ -136,13 +136,13 @@ func testBusTriggerIdempotent(t *testing.T, open Open) {
 	n := newJob()
 	n.RequestID = "req-7"
 	rs := applyBus(t, s, busTrigger("a", n))
-	wantOutcomes(t, rs, storage.BusApplied)
+	wantOutcomes(t, rs, jobs.BusApplied)
 	first := rs[0].Result.Job
 	if !rs[0].Result.Created || first.UUID.Version() != 7 {
 		t.Errorf("got created=%v uuid version %d, want true 7", rs[0].Result.Created, first.UUID.Version())
 	}
 	rs = applyBus(t, s, busTrigger("b", n))
-	wantOutcomes(t, rs, storage.BusDuplicate)
+	wantOutcomes(t, rs, jobs.BusDuplicate)
 	if rs[0].Seen || rs[0].Result.Job.UUID != first.UUID || rs[0].Result.Verdict != statemachine.Duplicate {
 		t.Errorf("got seen=%v job %s verdict %s, want false %s duplicate", rs[0].Seen, rs[0].Result.Job.UUID, rs[0].Result.Verdict, first.UUID)
 	}
@@ -165,7 +165,7 @@ func testBusTriggerTakenUUID(t *testing.T, open Open) {
 	create(t, s, n)
 	n.RequestID = "second"
 	rs := applyBus(t, s, busTrigger("t2", n), busStart("s2", n.UUID))
-	wantOutcomes(t, rs, storage.BusRejected, storage.BusApplied)
+	wantOutcomes(t, rs, jobs.BusRejected, jobs.BusApplied)
 	if rs[0].Reason != storage.RejectConflict {
 		t.Errorf("got reason %s, want conflict", rs[0].Reason)
 	}
@@ -178,7 +178,7 @@ func testBusTriggerTakenUUID(t *testing.T, open Open) {
 	other.UUID = uuid.New()
 	other.RequestID = "first"
 	rs = applyBus(t, s, busTrigger("t3", other))
-	wantOutcomes(t, rs, storage.BusRejected)
+	wantOutcomes(t, rs, jobs.BusRejected)
 	if rs[0].Reason != storage.RejectConflict {
 		t.Errorf("request id of another job: got reason %s, want conflict", rs[0].Reason)
 	}
@@ -191,9 +191,9 @@ func testBusParking(t *testing.T, open Open) {
 	s, b := newStore(t, open)
 	id := uuid.New()
 	rs := applyBus(t, s, busEnd("e", id, statemachine.Crashed, statemachine.CauseTask))
-	wantOutcomes(t, rs, storage.BusParked)
+	wantOutcomes(t, rs, jobs.BusParked)
 	rs = applyBus(t, s, busStart("s", id))
-	wantOutcomes(t, rs, storage.BusParked)
+	wantOutcomes(t, rs, jobs.BusParked)
 	if _, err := b.Job(context.Background(), id); err == nil {
 		t.Fatal("parking created the job")
 	}
@@ -249,7 +249,7 @@ func testBusParkingInBatch(t *testing.T, open Open) {
 	n := newJob()
 	n.UUID = id
 	rs := applyBus(t, s, busEnd("e", id, statemachine.Finished, ""), busStart("s", id), busTrigger("t", n))
-	wantOutcomes(t, rs, storage.BusParked, storage.BusParked, storage.BusApplied)
+	wantOutcomes(t, rs, jobs.BusParked, jobs.BusParked, jobs.BusApplied)
 	r := rs[2].Result
 	if r.Job.State != statemachine.Finished || len(r.Parked) != 2 {
 		t.Fatalf("got state %s with %d parked applied, want FINISHED 2", r.Job.State, len(r.Parked))
@@ -300,10 +300,10 @@ func testBusParkExpiry(t *testing.T, open Open) {
 // start is applied exactly once.
 func testBusParkingRace(t *testing.T, open Open) {
 	s, b := newStore(t, open)
-	const jobs = 30
-	ids := make([]uuid.UUID, jobs)
+	const n = 30
+	ids := make([]uuid.UUID, n)
 	var wg sync.WaitGroup
-	errs := make(chan error, 2*jobs)
+	errs := make(chan error, 2*n)
 	for i := range ids {
 		ids[i] = uuid.New()
 		wg.Add(2)
@@ -317,7 +317,7 @@ func testBusParkingRace(t *testing.T, open Open) {
 		}()
 		go func() {
 			defer wg.Done()
-			if _, err := s.ApplyBus(context.Background(), []storage.BusMessage{busStart(fmt.Sprint("s", i), ids[i])}); err != nil {
+			if _, err := s.ApplyBus(context.Background(), []jobs.BusMessage{busStart(fmt.Sprint("s", i), ids[i])}); err != nil {
 				errs <- err
 			}
 		}()
@@ -348,7 +348,7 @@ func testBusLateConflict(t *testing.T, open Open) {
 		busEnd("e3", id, statemachine.Finished, ""))
 	// A start after the end is late, not rejected (CONTRACT section 2, v1.1): it fills in what
 	// the job lacks and is in its history.
-	wantOutcomes(t, rs, storage.BusApplied, storage.BusApplied, storage.BusRejected, storage.BusLate, storage.BusDuplicate)
+	wantOutcomes(t, rs, jobs.BusApplied, jobs.BusApplied, jobs.BusRejected, jobs.BusLate, jobs.BusDuplicate)
 	if rs[2].Reason != storage.RejectConflict || rs[3].Reason != "" || rs[3].Result.Verdict != statemachine.Late {
 		t.Errorf("got reasons %q %q, want conflict and none", rs[2].Reason, rs[3].Reason)
 	}
@@ -370,14 +370,14 @@ func testBusLateConflict(t *testing.T, open Open) {
 
 func testBusRejectedList(t *testing.T, open Open) {
 	s, b := newStore(t, open)
-	var msgs []storage.BusMessage
+	var msgs []jobs.BusMessage
 	for i := range 5 {
 		reason := storage.RejectSchema
 		if i%2 == 1 {
 			reason = storage.RejectUndecodable
 		}
-		m := storage.BusMessage{Meta: busMeta(fmt.Sprint("r", i)), Topic: "t\x00opic", Body: []byte{0xff, 0, byte(i)},
-			Reject: &storage.Rejection{Reason: reason, Field: "crash.cause", Detail: "bad\x00 value"}}
+		m := jobs.BusMessage{Meta: busMeta(fmt.Sprint("r", i)), Topic: "t\x00opic", Body: []byte{0xff, 0, byte(i)},
+			Reject: &jobs.Rejection{Reason: reason, Field: "crash.cause", Detail: "bad\x00 value"}}
 		if i == 4 {
 			m.Meta.Origin = statemachine.OriginFedmsg
 		}
@@ -385,7 +385,7 @@ func testBusRejectedList(t *testing.T, open Open) {
 	}
 	rs := applyBus(t, s, msgs...)
 	for i, r := range rs {
-		if r.Outcome != storage.BusRejected || r.Kind != "" {
+		if r.Outcome != jobs.BusRejected || r.Kind != "" {
 			t.Errorf("message %d: got %s kind %q, want rejected, no kind", i, r.Outcome, r.Kind)
 		}
 	}
@@ -420,16 +420,16 @@ func testBusRejectedList(t *testing.T, open Open) {
 
 func testBusPruneSeen(t *testing.T, open Open) {
 	s, b := newStore(t, open)
-	reject := storage.BusMessage{Meta: busMeta("again"), Topic: "x", Reject: &storage.Rejection{Reason: storage.RejectUndecodable}}
+	reject := jobs.BusMessage{Meta: busMeta("again"), Topic: "x", Reject: &jobs.Rejection{Reason: storage.RejectUndecodable}}
 	applyBus(t, s, reject)
-	wantOutcomes(t, applyBus(t, s, reject), storage.BusDuplicate)
+	wantOutcomes(t, applyBus(t, s, reject), jobs.BusDuplicate)
 	if n, err := b.PruneSeen(context.Background(), t0); err != nil || n != 0 {
 		t.Fatalf("prune before the message: got %d, %v; want 0", n, err)
 	}
 	if n, err := b.PruneSeen(context.Background(), t0.Add(time.Hour)); err != nil || n != 1 {
 		t.Fatalf("prune: got %d, %v; want 1", n, err)
 	}
-	wantOutcomes(t, applyBus(t, s, reject), storage.BusRejected)
+	wantOutcomes(t, applyBus(t, s, reject), jobs.BusRejected)
 }
 
 func testOutboxPublish(t *testing.T, open Open) {
@@ -472,69 +472,6 @@ func testOutboxPublish(t *testing.T, open Open) {
 	}
 }
 
-// testOutboxLateCommit has a transaction take an outbox id and commit after a later one: the
-// relay, which always reads the lowest unpublished ids, must still get the early id after the
-// later one was published.
-func testOutboxLateCommit(t *testing.T, open Open) {
-	_, b := newStore(t, open)
-	ctx := context.Background()
-	msg := func() storage.OutboxMessage {
-		return storage.OutboxMessage{MessageID: uuid.New(), JobUUID: uuid.New(), Topic: "org.example.execdb.job.scheduled",
-			Body: []byte(`{}`), Headers: map[string]string{"execdb_state": "SCHEDULED"}, CreatedAt: t0}
-	}
-	slow, fast := msg(), msg()
-	appended, release := make(chan struct{}), make(chan struct{})
-	slowDone := make(chan error, 1)
-	go func() {
-		slowDone <- b.InTx(ctx, func(tx storage.Tx) error {
-			if err := tx.AppendOutbox(ctx, slow); err != nil {
-				close(appended)
-				return err
-			}
-			close(appended)
-			<-release
-			return nil
-		})
-	}()
-	<-appended
-	fastDone := make(chan error, 1)
-	go func() {
-		fastDone <- b.InTx(ctx, func(tx storage.Tx) error { return tx.AppendOutbox(ctx, fast) })
-	}()
-	concurrent := true
-	select {
-	case err := <-fastDone:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(2 * time.Second):
-		// One writer at a time (SQLite): the fast transaction waits for the slow one.
-		concurrent = false
-	}
-	if concurrent {
-		got := outbox(t, b)
-		if len(got) != 1 || got[0].MessageID != fast.MessageID {
-			t.Fatalf("before the slow commit: got %s, want only the fast message", js(got))
-		}
-		if err := b.DeletePublished(ctx, []int64{got[0].ID}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	close(release)
-	if err := <-slowDone; err != nil {
-		t.Fatal(err)
-	}
-	if !concurrent {
-		if err := <-fastDone; err != nil {
-			t.Fatal(err)
-		}
-	}
-	got := outbox(t, b)
-	if len(got) == 0 || got[0].MessageID != slow.MessageID {
-		t.Fatalf("after the slow commit: got %s, want the slow message first", js(got))
-	}
-}
-
 // testBusSharedRequestID: in one batch, a trigger whose uuid is taken is rejected without
 // claiming its request id; the next trigger with that request id creates its job and gets the
 // events parked for it; a third with the same request id is a duplicate and leaves the events
@@ -545,7 +482,7 @@ func testBusSharedRequestID(t *testing.T, open Open) {
 	taken.UUID, taken.RequestID = uuid.New(), "other"
 	create(t, s, taken)
 	u2, u3 := uuid.New(), uuid.New()
-	wantOutcomes(t, applyBus(t, s, busStart("s2", u2), busStart("s3", u3)), storage.BusParked, storage.BusParked)
+	wantOutcomes(t, applyBus(t, s, busStart("s2", u2), busStart("s3", u3)), jobs.BusParked, jobs.BusParked)
 	n1, n2, n3 := newJob(), newJob(), newJob()
 	n1.UUID, n1.RequestID = taken.UUID, "shared"
 	n2.UUID, n2.RequestID = u2, "shared"
@@ -553,7 +490,7 @@ func testBusSharedRequestID(t *testing.T, open Open) {
 	rs := applyBus(t, s, busTrigger("t1", n1), busTrigger("t2", n2), busTrigger("t3", n3))
 	// t1 names a uuid another request took; t3 names another uuid than the job its request id
 	// made: neither is a repeat, both are conflicts.
-	wantOutcomes(t, rs, storage.BusRejected, storage.BusApplied, storage.BusRejected)
+	wantOutcomes(t, rs, jobs.BusRejected, jobs.BusApplied, jobs.BusRejected)
 	if j, _ := b.Job(context.Background(), u2); j.State != statemachine.Running {
 		t.Errorf("job %s: got %s, want RUNNING (its parked start applied)", u2, j.State)
 	}

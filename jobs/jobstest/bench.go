@@ -1,9 +1,10 @@
-package storagetest
+package jobstest
 
 import (
 	"context"
 	"testing"
 
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 )
@@ -12,7 +13,7 @@ import (
 // crashes it, three transactions with their history and outbox rows, from 8 goroutines per CPU.
 // It reports jobs/s and transitions/s.
 func BenchmarkLifecycle(b *testing.B, backend storage.Backend) {
-	s := storage.New(backend, storage.Config{})
+	s := jobs.New(backend, jobs.Config{})
 	ctx := context.Background()
 	meta := statemachine.Meta{Origin: statemachine.OriginHTTP}
 	b.SetParallelism(8) // like a busy API: many requests in flight on a 2-core machine

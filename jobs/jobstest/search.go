@@ -1,4 +1,4 @@
-package storagetest
+package jobstest
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	apiquery "github.com/fedora-qa/execdb/api/query"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
@@ -27,7 +29,7 @@ var seedBase = time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 
 // seed creates 72 jobs with a known spread of fields, states, crashes and durations, one an
 // hour from seedBase, and returns them as stored.
-func seed(t *testing.T, s *storage.Store, b storage.Backend) []statemachine.Job {
+func seed(t *testing.T, s *jobs.Service, b storage.Backend) []statemachine.Job {
 	t.Helper()
 	ctx := context.Background()
 	tasks := []string{"rpmlint", "depcheck", "upgradepath"}
@@ -150,13 +152,13 @@ func matches(j statemachine.Job, f storage.Filter) bool {
 	return true
 }
 
-func parseFilter(t *testing.T, s *storage.Store, query string) storage.Filter {
+func parseFilter(t *testing.T, s *jobs.Service, query string) storage.Filter {
 	t.Helper()
 	params, err := url.ParseQuery(query)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := storage.ParseFilter(params, s.Now())
+	f, err := apiquery.ParseFilter(params, s.Now())
 	if err != nil {
 		t.Fatalf("parse %q: %v", query, err)
 	}
@@ -164,7 +166,7 @@ func parseFilter(t *testing.T, s *storage.Store, query string) storage.Filter {
 }
 
 // walk reads every page of a search.
-func walk(t *testing.T, s *storage.Store, f storage.Filter, limit int, between func()) []statemachine.Job {
+func walk(t *testing.T, s *jobs.Service, f storage.Filter, limit int, between func()) []statemachine.Job {
 	t.Helper()
 	var all []statemachine.Job
 	page := storage.Page{Limit: limit}

@@ -1,26 +1,25 @@
-package storage
+package jobs
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
 )
 
 // Rescheduling and the watchdog (CONTRACT section 4).
 //
 // Exactly once with several processes on one database: a sweep claims its jobs one at a time,
-// each in a transaction of its own, with a row lock that skips what another transaction holds
+// each in a unit of work of its own, with a row lock that skips what another transaction holds
 // (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite runs one write transaction at a time anyway),
-// re-checks under the lock what made it pick the job, and changes the job with a guarded write
-// in the same transaction as its history and outbox message. One transaction a job also means
+// re-checks under the lock what made it pick the job (its state, its automatic-reschedule
+// mark), and writes the job with its history and outbox message in that transaction. One transaction a job also means
 // that a job whose change fails is rolled back alone and cannot hold the others up (sweepJobs).
 // A successor's request id is derived from its parent, so even a bug in all of that could not
 // make two successors of one job: the second insert would break the unique key.
@@ -64,7 +63,7 @@ func (e *RefusedError) Error() string {
 
 // requestIDTakenError is the failure to reschedule a job because the request id its successor
 // would get belongs to a job that is not linked to it: one a client created under that id.
-// Asking again cannot help. It is an ErrConflict.
+// Asking again cannot help. It is a storage.ErrConflict.
 type requestIDTakenError struct {
 	requestID string
 	by        uuid.UUID
@@ -74,7 +73,7 @@ func (e *requestIDTakenError) Error() string {
 	return fmt.Sprintf("request id %s is taken by job %s, not linked to it", e.requestID, e.by)
 }
 
-func (e *requestIDTakenError) Unwrap() error { return ErrConflict }
+func (e *requestIDTakenError) Unwrap() error { return storage.ErrConflict }
 
 // why says who made a successor, in the history.
 const (
@@ -88,14 +87,14 @@ const (
 // ways. Both jobs, their history entries and the successor's execdb.job.scheduled message
 // commit together. A job rescheduled before answers its successor (Created false, and a
 // duplicate entry in its history). A job that is not CRASHED, or whose crash is fatal without
-// opts.Force, is a *RefusedError; an unknown job ErrNotFound; a job whose successor's request
-// id a client took for a job of its own ErrConflict.
-func (s *Store) Reschedule(ctx context.Context, id uuid.UUID, opts RescheduleOptions, meta statemachine.Meta) (RescheduleResult, error) {
+// opts.Force, is a *RefusedError; an unknown job storage.ErrNotFound; a job whose successor's
+// request id a client took for a job of its own storage.ErrConflict.
+func (s *Service) Reschedule(ctx context.Context, id uuid.UUID, opts RescheduleOptions, meta statemachine.Meta) (RescheduleResult, error) {
 	meta = s.stamp(meta)
 	var res RescheduleResult
-	err := s.backend.InTx(ctx, func(tx Tx) error {
+	err := s.run(ctx, func(u *unit) error {
 		var err error
-		res, err = s.reschedule(ctx, tx, id, opts, whyManual, meta, true)
+		res, err = u.reschedule(ctx, id, opts, whyManual, meta, true)
 		return err
 	})
 	if err != nil {
@@ -104,12 +103,15 @@ func (s *Store) Reschedule(ctx context.Context, id uuid.UUID, opts RescheduleOpt
 	return res, nil
 }
 
-// reschedule does the work of Reschedule inside tx. With recordDuplicate, a job that already
+// reschedule does the work of Reschedule in the unit. With recordDuplicate, a job that already
 // has a successor gets a duplicate entry in its history.
-func (s *Store) reschedule(ctx context.Context, tx Tx, id uuid.UUID, opts RescheduleOptions, why string, meta statemachine.Meta, recordDuplicate bool) (RescheduleResult, error) {
-	parent, err := tx.LockJob(ctx, id)
+func (u *unit) reschedule(ctx context.Context, id uuid.UUID, opts RescheduleOptions, why string, meta statemachine.Meta, recordDuplicate bool) (RescheduleResult, error) {
+	parent, ok, err := u.lock(ctx, id)
 	if err != nil {
 		return RescheduleResult{}, err
+	}
+	if !ok {
+		return RescheduleResult{}, storage.ErrNotFound
 	}
 	detail := map[string]any{"why": why, "force": opts.Force}
 	if opts.Reason != "" {
@@ -118,16 +120,16 @@ func (s *Store) reschedule(ctx context.Context, tx Tx, id uuid.UUID, opts Resche
 	switch skip := statemachine.CanReschedule(parent, opts.Force); skip {
 	case "":
 	case statemachine.SkipAlreadyRescheduled:
-		successor, err := tx.LockJob(ctx, *parent.RescheduledTo)
+		successor, ok, err := u.lock(ctx, *parent.RescheduledTo)
 		if err != nil {
-			return RescheduleResult{}, fmt.Errorf("successor %s: %w", *parent.RescheduledTo, err)
+			return RescheduleResult{}, err
+		}
+		if !ok {
+			return RescheduleResult{}, fmt.Errorf("successor %s: %w", *parent.RescheduledTo, storage.ErrNotFound)
 		}
 		if recordDuplicate {
 			detail["successor"] = successor.UUID
-			r := Result{Job: parent, Verdict: statemachine.Duplicate, StateFrom: parent.State}
-			if err := tx.AppendHistory(ctx, s.history(id, statemachine.EventReschedule, r, meta, detail)); err != nil {
-				return RescheduleResult{}, err
-			}
+			u.record(id, statemachine.EventReschedule, Result{Job: parent, Verdict: statemachine.Duplicate, StateFrom: parent.State}, meta, detail)
 		}
 		return RescheduleResult{Parent: parent, Successor: successor}, nil
 	default:
@@ -138,38 +140,31 @@ func (s *Store) reschedule(ctx context.Context, tx Tx, id uuid.UUID, opts Resche
 	if err != nil {
 		return RescheduleResult{}, fmt.Errorf("issue uuid: %w", err)
 	}
+	// No key lock for newID: nobody can know a uuid issued just now, so no event is parked
+	// for it and no other create names it.
 	n := statemachine.Successor(parent, newID)
-	if taken, err := tx.JobByRequestID(ctx, n.RequestID); err == nil {
-		// Only a client that named this request id itself can have taken it.
-		return RescheduleResult{}, &requestIDTakenError{requestID: n.RequestID, by: taken.UUID}
-	} else if !errors.Is(err, ErrNotFound) {
+	if err := u.loadRequests(ctx, []string{n.RequestID}); err != nil {
 		return RescheduleResult{}, err
+	}
+	if by, taken := u.byRequest[n.RequestID]; taken {
+		// Only a client that named this request id itself can have taken it.
+		return RescheduleResult{}, &requestIDTakenError{requestID: n.RequestID, by: by}
 	}
 	successor, msg := statemachine.Create(n, meta.ReceivedAt)
-	if err := tx.InsertJob(ctx, successor); err != nil {
-		return RescheduleResult{}, err
-	}
+	u.add(successor, n.RequestID)
 	linked := statemachine.LinkSuccessor(parent, newID, meta.ReceivedAt)
-	if err := tx.UpdateJob(ctx, linked); err != nil {
-		return RescheduleResult{}, err
-	}
+	u.change(linked, false)
 	detail["successor"] = newID
 	detail["attempt"] = successor.Attempt
-	r := Result{Job: linked, Verdict: statemachine.Applied, StateFrom: parent.State}
-	if err := tx.AppendHistory(ctx, s.history(id, statemachine.EventReschedule, r, meta, detail)); err != nil {
-		return RescheduleResult{}, err
-	}
+	u.record(id, statemachine.EventReschedule, Result{Job: linked, Verdict: statemachine.Applied, StateFrom: parent.State}, meta, detail)
 	created := createDetail(n)
 	created["why"] = why
 	created["force"] = opts.Force
 	if opts.Reason != "" {
 		created["reason"] = opts.Reason
 	}
-	r = Result{Job: successor, Verdict: statemachine.Applied, Created: true}
-	if err := tx.AppendHistory(ctx, s.history(newID, statemachine.EventCreate, r, meta, created)); err != nil {
-		return RescheduleResult{}, err
-	}
-	if err := s.queue(ctx, tx, msg, meta.ReceivedAt); err != nil {
+	u.record(newID, statemachine.EventCreate, Result{Job: successor, Verdict: statemachine.Applied, Created: true}, meta, created)
+	if err := u.queue(msg, meta.ReceivedAt); err != nil {
 		return RescheduleResult{}, err
 	}
 	return RescheduleResult{Parent: linked, Successor: successor, Created: true}, nil
@@ -209,20 +204,18 @@ type BulkResult struct {
 	Rescheduled int        `json:"rescheduled"` // or would be, in a dry run
 	Skipped     int        `json:"skipped"`
 	Items       []BulkItem `json:"data"`
-	// Successors are the jobs made, for the caller's metrics and logs; not part of the answer.
-	Successors []statemachine.Job `json:"-"`
 }
 
-// RescheduleBulk reschedules every job f matches, each in its own transaction as Reschedule
-// does, and says per job what it did: rescheduled, or skipped because it is not crashed, its
-// crash is fatal (without opts.Force), it was rescheduled already, or its successor's request
-// id is taken by a job a client created under it. With dryRun it changes nothing and says what
-// it would do (the request id is not checked then). A filter matching more than MaxBulk jobs is refused
-// before anything is done.
-func (s *Store) RescheduleBulk(ctx context.Context, f Filter, dryRun bool, opts RescheduleOptions, meta statemachine.Meta) (BulkResult, error) {
+// RescheduleBulk reschedules every job f matches, each in its own unit of work as Reschedule
+// does (one job's failure cannot undo another's successor), and says per job what it did:
+// rescheduled, or skipped because it is not crashed, its crash is fatal (without opts.Force), it
+// was rescheduled already, or its successor's request id is taken by a job a client created
+// under it. With dryRun it changes nothing and says what it would do (the request id is not
+// checked then). A filter matching more than MaxBulk jobs is refused before anything is done.
+func (s *Service) RescheduleBulk(ctx context.Context, f storage.Filter, dryRun bool, opts RescheduleOptions, meta statemachine.Meta) (BulkResult, error) {
 	res := BulkResult{DryRun: dryRun, Force: opts.Force, Items: []BulkItem{}}
 	var jobs []statemachine.Job
-	page := Page{Limit: MaxLimit}
+	page := storage.Page{Limit: storage.MaxLimit}
 	for {
 		batch, next, err := s.backend.Search(ctx, f, page)
 		if err != nil {
@@ -249,9 +242,9 @@ func (s *Store) RescheduleBulk(ctx context.Context, f Filter, dryRun bool, opts 
 			}
 		} else {
 			var r RescheduleResult
-			err := s.backend.InTx(ctx, func(tx Tx) error {
+			err := s.run(ctx, func(u *unit) error {
 				var err error
-				r, err = s.reschedule(ctx, tx, job.UUID, opts, whyBulk, meta, false)
+				r, err = u.reschedule(ctx, job.UUID, opts, whyBulk, meta, false)
 				return err
 			})
 			var refused *RefusedError
@@ -265,7 +258,6 @@ func (s *Store) RescheduleBulk(ctx context.Context, f Filter, dryRun bool, opts 
 				return res, fmt.Errorf("bulk reschedule: job %s: %w", job.UUID, err)
 			case r.Created:
 				item.Outcome, item.Successor = BulkRescheduled, &r.Successor.UUID
-				res.Successors = append(res.Successors, r.Successor)
 			default:
 				item.Outcome, item.Reason, item.Successor = BulkSkipped, statemachine.SkipAlreadyRescheduled, &r.Successor.UUID
 			}
@@ -336,25 +328,26 @@ func (e *SweepError) Unwrap() []error {
 type sweep[T any] struct {
 	name   string              // in errors
 	origin statemachine.Origin // of the history entries it writes
-	// claim claims the next job, not one in skip (RescheduleTx); ErrNotFound when none is left.
-	claim func(ctx context.Context, tx Tx, now time.Time, skip []uuid.UUID) (uuid.UUID, error)
-	// work re-checks the claimed job under its lock and changes it, in the claim's transaction;
-	// changed reports whether it did.
-	work func(ctx context.Context, tx Tx, id uuid.UUID, meta statemachine.Meta) (res T, changed bool, err error)
+	// claim claims the next job, not one in skip (storage.RescheduleTx); storage.ErrNotFound
+	// when none is left.
+	claim func(ctx context.Context, tx storage.Tx, now time.Time, skip []uuid.UUID) (uuid.UUID, error)
+	// work re-checks the claimed job under its lock and changes it, in the claim's unit; it
+	// returns errNoWork when the re-check finds nothing to do.
+	work func(ctx context.Context, u *unit, id uuid.UUID, meta statemachine.Meta) (T, error)
 	// settle, when set, is given a job whose work failed, after the rollback. A failure that no
-	// retry would cure it settles in a transaction of its own and answers nil (changed reports
-	// whether it changed the job); any other failure it answers as it is.
+	// retry would cure it settles in a unit of its own and answers nil (changed reports whether
+	// it changed the job); any other failure it answers as it is.
 	settle func(ctx context.Context, id uuid.UUID, failure error) (res T, changed bool, err error)
 }
 
 // sweepJobs runs a sweep, the loop every sweep shares: it claims a job and works on it in one
-// transaction, a transaction a job, until the claim finds none left or maxSweepJobs were tried.
-// A job whose work fails is rolled back alone and, unless settle settles it, left for the next
-// sweep and reported in the *SweepError; the sweep goes on with the next job. A job the sweep
-// tried and did not change (it failed, or the re-check under the lock found nothing to do) is
-// not claimed again by this sweep, so that every claim makes progress. A claim that fails, or
-// ctx ending, ends the sweep early. It returns what it reported about the jobs it changed.
-func sweepJobs[T any](ctx context.Context, s *Store, sw sweep[T]) ([]T, error) {
+// unit of work, a unit a job, until the claim finds none left or maxSweepJobs were tried. A job
+// whose work fails is rolled back alone and, unless settle settles it, left for the next sweep
+// and reported in the *SweepError; the sweep goes on with the next job. A job the sweep tried
+// and did not change (it failed, or the re-check under the lock found nothing to do) is not
+// claimed again by this sweep, so that every claim makes progress. A claim that fails, or ctx
+// ending, ends the sweep early. It returns what it reported about the jobs it changed.
+func sweepJobs[T any](ctx context.Context, s *Service, sw sweep[T]) ([]T, error) {
 	var (
 		out    []T
 		skip   []uuid.UUID
@@ -368,28 +361,31 @@ func sweepJobs[T any](ctx context.Context, s *Store, sw sweep[T]) ([]T, error) {
 		var (
 			id      uuid.UUID
 			res     T
-			changed bool
 			claimed bool
 		)
-		err := s.backend.InTx(ctx, func(tx Tx) error {
+		err := s.run(ctx, func(u *unit) error {
 			meta := s.stamp(statemachine.Meta{Origin: sw.origin})
 			var err error
-			if id, err = sw.claim(ctx, tx, meta.ReceivedAt, skip); err != nil {
+			if id, err = sw.claim(ctx, u.tx, meta.ReceivedAt, skip); err != nil {
 				return err
 			}
 			claimed = true
-			res, changed, err = sw.work(ctx, tx, id, meta)
+			res, err = sw.work(ctx, u, id, meta)
 			return err
 		})
 		if !claimed {
-			if !errors.Is(err, ErrNotFound) {
+			if !errors.Is(err, storage.ErrNotFound) {
 				stop = fmt.Errorf("claim: %w", err)
 			}
 			break
 		}
+		changed := err == nil
+		if errors.Is(err, errNoWork) {
+			err = nil
+		}
 		if err != nil {
 			var zero T
-			res, changed = zero, false
+			res = zero
 			if sw.settle != nil {
 				res, changed, err = sw.settle(ctx, id, err)
 			}
@@ -409,20 +405,20 @@ func sweepJobs[T any](ctx context.Context, s *Store, sw sweep[T]) ([]T, error) {
 	return out, &SweepError{Sweep: sw.name, Jobs: failed, Err: stop}
 }
 
-// Watchdog crashes the jobs that are overdue at the store's current time (CONTRACT section 4):
-// RUNNING longer than t.Run since they started, SCHEDULED longer than t.Schedule since they
+// Watchdog crashes the jobs that are overdue at the service's current time (CONTRACT section
+// 4): RUNNING longer than t.Run since they started, SCHEDULED longer than t.Schedule since they
 // were created. Each crash is applied through the state machine with origin watchdog, with its
 // history entry and its crash message, as any end; a job is re-checked under its row lock, so
 // of several concurrent sweeps only one crashes it. It returns the applied crashes, and a
 // *SweepError when some job could not be crashed (the others were) or the sweep ended early.
-func (s *Store) Watchdog(ctx context.Context, t statemachine.Timeouts) ([]Result, error) {
+func (s *Service) Watchdog(ctx context.Context, t statemachine.Timeouts) ([]Result, error) {
 	if t.Run <= 0 && t.Schedule <= 0 {
 		return nil, nil
 	}
 	return sweepJobs(ctx, s, sweep[Result]{
 		name:   "watchdog",
 		origin: statemachine.OriginWatchdog,
-		claim: func(ctx context.Context, tx Tx, now time.Time, skip []uuid.UUID) (uuid.UUID, error) {
+		claim: func(ctx context.Context, tx storage.Tx, now time.Time, skip []uuid.UUID) (uuid.UUID, error) {
 			for _, st := range []struct {
 				state   statemachine.State
 				timeout time.Duration
@@ -431,34 +427,26 @@ func (s *Store) Watchdog(ctx context.Context, t statemachine.Timeouts) ([]Result
 					continue
 				}
 				id, err := tx.ClaimOverdue(ctx, st.state, now.Add(-st.timeout), skip)
-				if !errors.Is(err, ErrNotFound) {
+				if !errors.Is(err, storage.ErrNotFound) {
 					return id, err
 				}
 			}
-			return uuid.Nil, ErrNotFound
+			return uuid.Nil, storage.ErrNotFound
 		},
-		work: func(ctx context.Context, tx Tx, id uuid.UUID, meta statemachine.Meta) (Result, bool, error) {
-			job, err := tx.LockJob(ctx, id)
-			if err != nil || !t.Overdue(job, meta.ReceivedAt) {
-				return Result{}, false, err
+		work: func(ctx context.Context, u *unit, id uuid.UUID, meta statemachine.Meta) (Result, error) {
+			job, ok, err := u.lock(ctx, id)
+			if err != nil {
+				return Result{}, err
+			}
+			if !ok || !t.Overdue(job, meta.ReceivedAt) {
+				return Result{}, errNoWork
 			}
 			end := statemachine.WatchdogEnd(job, meta.ReceivedAt)
-			ev := truncateTimes(statemachine.Event{Meta: meta, End: &end})
-			d := statemachine.Apply(job, ev)
-			if d.Verdict != statemachine.Applied {
-				return Result{}, false, nil
+			r, _ := u.event(id, truncateTimes(statemachine.Event{Meta: meta, End: &end}), "", nil, false)
+			if r.Verdict != statemachine.Applied {
+				return Result{}, errNoWork
 			}
-			r := Result{Job: d.Job, Verdict: d.Verdict, StateFrom: job.State}
-			if err := tx.UpdateJob(ctx, d.Job); err != nil {
-				return Result{}, false, err
-			}
-			if err := tx.AppendHistory(ctx, s.history(id, statemachine.EventEnd, r, meta, ev.End)); err != nil {
-				return Result{}, false, err
-			}
-			if err := s.queue(ctx, tx, *d.Message, meta.ReceivedAt); err != nil {
-				return Result{}, false, err
-			}
-			return r, true, nil
+			return r, nil
 		},
 	})
 }
@@ -469,84 +457,118 @@ type AutoDecisionResult struct {
 	Decision statemachine.AutoDecision
 }
 
-// DecideAutoReschedules makes the automatic rescheduler's decision about every crashed job it
-// has not decided about yet, under policy p at the store's current time: planned (due after
-// the policy's delay for the job's attempt) or declined (automatic rescheduling off, fatal,
-// attempt limit reached, already rescheduled). The decision and its reason go into the job's
-// history either way, exactly once per job however many processes sweep. Along with the
-// decisions made it returns a *SweepError when some job could not be decided about (the others
-// were) or the sweep ended early.
-func (s *Store) DecideAutoReschedules(ctx context.Context, p statemachine.AutoPolicy) ([]AutoDecisionResult, error) {
+// decideAuto makes the automatic rescheduler's decision about the crashed job id under policy
+// p at meta's time, marks the job with it, and records it in the job's history, except a
+// decline because automatic rescheduling is off: that is only marked, so that a crash is never
+// retried should it be switched on later, and history is not filled with the obvious.
+func (u *unit) decideAuto(id uuid.UUID, p statemachine.AutoPolicy, meta statemachine.Meta) statemachine.AutoDecision {
+	job := u.jobs[id]
+	d := statemachine.DecideAuto(job, p, meta.ReceivedAt)
+	verdict := statemachine.Declined
+	detail := map[string]any{"attempt": job.Attempt, "limit": p.Limit}
+	if d.Planned {
+		verdict = statemachine.Applied
+		d.DueAt = d.DueAt.Truncate(time.Microsecond)
+		at := d.DueAt
+		job.Auto, job.AutoDueAt = statemachine.AutoPlanned, &at
+		detail["decision"] = "planned"
+		detail["due_at"] = at
+		detail["delay"] = d.Delay.String()
+	} else {
+		job.Auto, job.AutoDueAt = statemachine.AutoDeclined, nil
+		detail["decision"] = "declined"
+		detail["reason"] = d.Reason
+	}
+	u.change(job, false)
+	if d.Reason != statemachine.SkipAutoOff {
+		u.recordAuto(id, Result{Job: job, Verdict: verdict, StateFrom: job.State}, meta, detail, d)
+	}
+	return d
+}
+
+// recordAuto records an automatic-reschedule decision in the job's history.
+func (u *unit) recordAuto(id uuid.UUID, r Result, meta statemachine.Meta, detail map[string]any, d statemachine.AutoDecision) {
+	meta.Origin = statemachine.OriginReschedule
+	u.w.History = append(u.w.History, historyEntry(id, statemachine.EventAutoReschedule, r, meta, detail))
+	u.events = append(u.events, Event{Meta: meta, Kind: statemachine.EventAutoReschedule, Result: r, Auto: &d})
+}
+
+// DecideAutoReschedules makes the automatic rescheduler's decision, under policy p at the
+// service's current time, about every crashed job nobody has decided about: normally none,
+// since a service with Config.AutoReschedule decides in the unit of work that crashes a job;
+// this sweep decides about crashes that a service without it stored. See decideAuto for what
+// a decision writes; each job is decided about exactly once however many processes sweep.
+// Along with the decisions made it returns a *SweepError when some job could not be decided
+// about (the others were) or the sweep ended early.
+func (s *Service) DecideAutoReschedules(ctx context.Context, p statemachine.AutoPolicy) ([]AutoDecisionResult, error) {
 	return sweepJobs(ctx, s, sweep[AutoDecisionResult]{
 		name:   "automatic reschedule decisions",
 		origin: statemachine.OriginReschedule,
-		claim: func(ctx context.Context, tx Tx, _ time.Time, skip []uuid.UUID) (uuid.UUID, error) {
+		claim: func(ctx context.Context, tx storage.Tx, _ time.Time, skip []uuid.UUID) (uuid.UUID, error) {
 			return tx.ClaimUndecided(ctx, skip)
 		},
-		work: func(ctx context.Context, tx Tx, id uuid.UUID, meta statemachine.Meta) (AutoDecisionResult, bool, error) {
-			job, err := tx.LockJob(ctx, id)
-			if err != nil || job.State != statemachine.Crashed {
-				return AutoDecisionResult{}, false, err
+		work: func(ctx context.Context, u *unit, id uuid.UUID, meta statemachine.Meta) (AutoDecisionResult, error) {
+			job, ok, err := u.lock(ctx, id)
+			if err != nil {
+				return AutoDecisionResult{}, err
 			}
-			d := statemachine.DecideAuto(job, p, meta.ReceivedAt)
-			to, verdict := AutoDeclined, statemachine.Declined
-			detail := map[string]any{"attempt": job.Attempt, "limit": p.Limit}
-			var due *time.Time
-			if d.Planned {
-				to, verdict = AutoPlanned, statemachine.Applied
-				at := d.DueAt.Truncate(time.Microsecond)
-				due = &at
-				detail["decision"] = "planned"
-				detail["due_at"] = at
-				detail["delay"] = d.Delay.String()
-			} else {
-				detail["decision"] = "declined"
-				detail["reason"] = d.Reason
+			if !ok || job.State != statemachine.Crashed || job.Auto != statemachine.AutoUndecided {
+				return AutoDecisionResult{}, errNoWork // another sweep decided meanwhile
 			}
-			ok, err := tx.MarkAuto(ctx, id, AutoUndecided, to, due)
-			if err != nil || !ok { // !ok: another sweep decided meanwhile
-				return AutoDecisionResult{}, false, err
-			}
-			r := Result{Job: job, Verdict: verdict, StateFrom: job.State}
-			if err := tx.AppendHistory(ctx, s.history(id, statemachine.EventAutoReschedule, r, meta, detail)); err != nil {
-				return AutoDecisionResult{}, false, err
-			}
-			return AutoDecisionResult{Job: job, Decision: d}, true, nil
+			d := u.decideAuto(id, p, meta)
+			return AutoDecisionResult{Job: job, Decision: d}, nil
 		},
 	})
 }
 
 // RescheduleDue makes the successors of the planned automatic reschedules that are due at the
-// store's current time, each exactly once, with origin reschedule. A job rescheduled by hand
+// service's current time, each exactly once, with origin reschedule. A job rescheduled by hand
 // meanwhile gets a duplicate entry in its history instead. A job whose successor's request id a
 // client took for a job of its own is declined instead (Declined, see declineTaken). It returns
 // what it did (Created tells new successors from found ones), and a *SweepError when some job
 // failed otherwise (it is tried again next sweep; the others were handled) or the sweep ended
 // early.
-func (s *Store) RescheduleDue(ctx context.Context) ([]RescheduleResult, error) {
+func (s *Service) RescheduleDue(ctx context.Context) ([]RescheduleResult, error) {
 	return sweepJobs(ctx, s, sweep[RescheduleResult]{
 		name:   "automatic reschedule",
 		origin: statemachine.OriginReschedule,
-		claim: func(ctx context.Context, tx Tx, now time.Time, skip []uuid.UUID) (uuid.UUID, error) {
+		claim: func(ctx context.Context, tx storage.Tx, now time.Time, skip []uuid.UUID) (uuid.UUID, error) {
 			return tx.ClaimDue(ctx, now, skip)
 		},
-		work: func(ctx context.Context, tx Tx, id uuid.UUID, meta statemachine.Meta) (RescheduleResult, bool, error) {
-			ok, err := tx.MarkAuto(ctx, id, AutoPlanned, AutoDone, nil)
-			if err != nil || !ok {
-				return RescheduleResult{}, false, err
+		work: func(ctx context.Context, u *unit, id uuid.UUID, meta statemachine.Meta) (RescheduleResult, error) {
+			job, ok, err := u.lock(ctx, id)
+			if err != nil {
+				return RescheduleResult{}, err
 			}
-			r, err := s.reschedule(ctx, tx, id, RescheduleOptions{}, whyAutomatic, meta, true)
+			if !ok || job.Auto != statemachine.AutoPlanned || job.AutoDueAt == nil || job.AutoDueAt.After(meta.ReceivedAt) {
+				return RescheduleResult{}, errNoWork // another sweep made it meanwhile
+			}
+			job.Auto, job.AutoDueAt = statemachine.AutoDone, nil
+			u.change(job, false)
+			r, err := u.reschedule(ctx, id, RescheduleOptions{}, whyAutomatic, meta, true)
 			var refused *RefusedError
 			if errors.As(err, &refused) {
-				return RescheduleResult{}, false, nil // cannot happen: a crash stays as it is; the mark says done
+				// Cannot happen (a crash stays as it is), but should it: decline, saying why.
+				u.decline(id, refused.Reason, meta, nil)
+				return RescheduleResult{Parent: u.jobs[id], Declined: refused.Reason}, nil
 			}
-			if err != nil {
-				return RescheduleResult{}, false, err
-			}
-			return r, true, nil
+			return r, err
 		},
 		settle: s.declineTaken,
 	})
+}
+
+// decline marks a planned automatic reschedule declined after all, and records why.
+func (u *unit) decline(id uuid.UUID, reason statemachine.SkipReason, meta statemachine.Meta, extra map[string]any) {
+	job := u.jobs[id]
+	job.Auto, job.AutoDueAt = statemachine.AutoDeclined, nil
+	u.change(job, false)
+	detail := map[string]any{"decision": "declined", "reason": reason, "attempt": job.Attempt}
+	for k, v := range extra {
+		detail[k] = v
+	}
+	u.recordAuto(id, Result{Job: job, Verdict: statemachine.Declined, StateFrom: job.State}, meta, detail,
+		statemachine.AutoDecision{Reason: reason})
 }
 
 // declineTaken settles a planned automatic reschedule that failed because the successor's
@@ -554,49 +576,43 @@ func (s *Store) RescheduleDue(ctx context.Context) ([]RescheduleResult, error) {
 // every sweep, the job is marked declined, with a history entry that says why
 // (statemachine.SkipRequestIDTaken) and which job holds the request id. Any other failure it
 // answers as it is.
-func (s *Store) declineTaken(ctx context.Context, id uuid.UUID, failure error) (RescheduleResult, bool, error) {
+func (s *Service) declineTaken(ctx context.Context, id uuid.UUID, failure error) (RescheduleResult, bool, error) {
 	var taken *requestIDTakenError
 	if !errors.As(failure, &taken) {
 		return RescheduleResult{}, false, failure
 	}
 	var res RescheduleResult
-	declined := false
-	err := s.backend.InTx(ctx, func(tx Tx) error {
+	err := s.run(ctx, func(u *unit) error {
 		meta := s.stamp(statemachine.Meta{Origin: statemachine.OriginReschedule})
-		job, err := tx.LockJob(ctx, id)
+		job, ok, err := u.lock(ctx, id)
 		if err != nil {
 			return err
 		}
-		ok, err := tx.MarkAuto(ctx, id, AutoPlanned, AutoDeclined, nil)
-		if err != nil || !ok { // !ok: another sweep settled it meanwhile
-			return err
+		if !ok || job.Auto != statemachine.AutoPlanned {
+			return errNoWork // another sweep settled it meanwhile
 		}
-		detail := map[string]any{
-			"decision": "declined", "reason": statemachine.SkipRequestIDTaken, "attempt": job.Attempt,
-			"request_id": taken.requestID, "taken_by": taken.by,
-		}
-		r := Result{Job: job, Verdict: statemachine.Declined, StateFrom: job.State}
-		if err := tx.AppendHistory(ctx, s.history(id, statemachine.EventAutoReschedule, r, meta, detail)); err != nil {
-			return err
-		}
-		res, declined = RescheduleResult{Parent: job, Declined: statemachine.SkipRequestIDTaken}, true
+		u.decline(id, statemachine.SkipRequestIDTaken, meta, map[string]any{"request_id": taken.requestID, "taken_by": taken.by})
+		res = RescheduleResult{Parent: u.jobs[id], Declined: statemachine.SkipRequestIDTaken}
 		return nil
 	})
+	if errors.Is(err, errNoWork) {
+		return RescheduleResult{}, false, nil
+	}
 	if err != nil {
 		return RescheduleResult{}, false, fmt.Errorf("%w; declining it: %w", failure, err)
 	}
-	return res, declined, nil
+	return res, true, nil
 }
 
 // RetryStats counts, for the rescheduled crashed jobs matching q.Filter, how their successors
 // fared: finished, crashed again or pending, grouped and bucketed as q says.
-func (s *Store) RetryStats(ctx context.Context, q StatsQuery) (RetryStatsResult, error) {
+func (s *Service) RetryStats(ctx context.Context, q storage.StatsQuery) (storage.RetryStatsResult, error) {
 	res, err := s.backend.RetryStats(ctx, q)
 	if err != nil {
 		return res, fmt.Errorf("retry stats: %w", err)
 	}
 	if res.Rows == nil {
-		res.Rows = []RetryStatsRow{}
+		res.Rows = []storage.RetryStatsRow{}
 	}
 	for i := range res.Rows {
 		row := &res.Rows[i]
@@ -606,49 +622,6 @@ func (s *Store) RetryStats(ctx context.Context, q StatsQuery) (RetryStatsResult,
 			row.SuccessRate = &rate
 		}
 	}
-	SortRetryStatsRows(res.Rows, q.GroupBy)
+	storage.SortRetryStatsRows(res.Rows, q.GroupBy)
 	return res, nil
-}
-
-// SortRetryStatsRows puts rows in the order RetryStatsResult promises.
-func SortRetryStatsRows(rows []RetryStatsRow, groupBy []Field) {
-	sortGroupRows(rows, groupBy, func(r *RetryStatsRow) groupRowKey {
-		return groupRowKey{count: r.Rescheduled, group: r.Group, bucket: r.Bucket}
-	})
-}
-
-// groupRowKey is what a row of a grouped answer (StatsRow, RetryStatsRow) is ordered by.
-type groupRowKey struct {
-	count  int64
-	group  map[Field]*string
-	bucket *time.Time
-}
-
-// sortGroupRows orders the rows of a grouped answer, for SortStatsRows and
-// SortRetryStatsRows: by count, largest first, then by each group_by value in turn (a
-// missing value last), then by bucket. Rows alike in all of that keep their order.
-func sortGroupRows[R any](rows []R, groupBy []Field, key func(*R) groupRowKey) {
-	slices.SortStableFunc(rows, func(x, y R) int {
-		a, b := key(&x), key(&y)
-		if c := cmp.Compare(b.count, a.count); c != 0 {
-			return c
-		}
-		for _, f := range groupBy {
-			av, bv := a.group[f], b.group[f]
-			switch {
-			case av == nil && bv == nil:
-				continue
-			case av == nil:
-				return 1
-			case bv == nil:
-				return -1
-			case *av != *bv:
-				return strings.Compare(*av, *bv)
-			}
-		}
-		if a.bucket != nil && b.bucket != nil {
-			return a.bucket.Compare(*b.bucket)
-		}
-		return 0
-	})
 }

@@ -1,4 +1,4 @@
-package storagetest
+package jobstest
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
@@ -53,8 +54,8 @@ func testPrune(t *testing.T, open Open) {
 		t.Fatal(err)
 	}
 	rejectAt := func(id string) {
-		applyBus(t, s, storage.BusMessage{Meta: busMeta(id), Topic: "t", Body: []byte("x"),
-			Reject: &storage.Rejection{Reason: storage.RejectUndecodable}})
+		applyBus(t, s, jobs.BusMessage{Meta: busMeta(id), Topic: "t", Body: []byte("x"),
+			Reject: &jobs.Rejection{Reason: storage.RejectUndecodable}})
 	}
 	rejectAt("old-rejected")
 	c.Advance(80 * day)
@@ -66,7 +67,7 @@ func testPrune(t *testing.T, open Open) {
 	}
 	c.Advance(20 * day)
 
-	r := storage.Retention{Finished: 90 * day, Crashed: 90 * day, Rejected: 30 * day}
+	r := jobs.Retention{Finished: 90 * day, Crashed: 90 * day, Rejected: 30 * day}
 	dry, err := s.Prune(ctx, r, true, 0)
 	if err != nil {
 		t.Fatal(err)

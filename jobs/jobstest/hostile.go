@@ -1,4 +1,4 @@
-package storagetest
+package jobstest
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
@@ -53,8 +54,8 @@ func testTimesInOrder(t *testing.T, open Open) {
 	end.Event.End.FinishedAt = &past
 	late := busStart("start", reversed)
 	late.Event.Start.StartedAt = &future
-	wantOutcomes(t, applyBus(t, s, end), storage.BusParked)
-	wantOutcomes(t, applyBus(t, s, late), storage.BusParked)
+	wantOutcomes(t, applyBus(t, s, end), jobs.BusParked)
+	wantOutcomes(t, applyBus(t, s, late), jobs.BusParked)
 	created := applyBus(t, s, busTrigger("trigger", n))[0].Result.Job
 	checkTimes(t, created)
 	readBack(t, b, created)
@@ -103,11 +104,11 @@ func testBusFillIn(t *testing.T, open Open) {
 	n.UUID = id
 	// The end overtakes the start; it names no runner, no log.
 	wantOutcomes(t, applyBus(t, s, busTrigger("t", n), busEnd("e1", id, statemachine.Finished, "")),
-		storage.BusApplied, storage.BusApplied)
+		jobs.BusApplied, jobs.BusApplied)
 	// The late start names no time of its own: it fills in started_at (never after the end)
 	// and the runner.
 	rs := applyBus(t, s, busStart("s", id))
-	wantOutcomes(t, rs, storage.BusLate)
+	wantOutcomes(t, rs, jobs.BusLate)
 	job := readBack(t, b, rs[0].Result.Job)
 	if job.StartedAt == nil || job.StartedAt.After(*job.FinishedAt) || job.Runner == nil || job.Runner.JobID != "all/7" {
 		t.Errorf("after the late start: got %s", js(job))
@@ -118,7 +119,7 @@ func testBusFillIn(t *testing.T, open Open) {
 	again.Event.End.LogURL, again.Event.End.ArtifactsURL = "http://logs/1", "http://artifacts/1"
 	again.Event.End.Runner = &statemachine.Runner{Name: "other", Worker: "w1"}
 	rs = applyBus(t, s, again)
-	wantOutcomes(t, rs, storage.BusDuplicate)
+	wantOutcomes(t, rs, jobs.BusDuplicate)
 	job = readBack(t, b, rs[0].Result.Job)
 	if job.LogURL != "http://logs/1" || job.ArtifactsURL != "http://artifacts/1" || job.Runner.Worker != "w1" ||
 		job.Runner.Name != "buildbot" || job.State != statemachine.Finished {
@@ -131,9 +132,9 @@ func testRejectionsNameTheirJob(t *testing.T, open Open) {
 	s, b := newStore(t, open)
 	known := create(t, s, newJob())
 	unknown := uuid.New()
-	reject := func(id string, job uuid.UUID) storage.BusMessage {
-		return storage.BusMessage{Meta: busMeta(id), Topic: "org.example.taskotron.runtask.end", Body: []byte(`{}`),
-			Reject: &storage.Rejection{Reason: storage.RejectSchema, Field: "crash.cause", Detail: "must be one of …",
+	reject := func(id string, job uuid.UUID) jobs.BusMessage {
+		return jobs.BusMessage{Meta: busMeta(id), Topic: "org.example.taskotron.runtask.end", Body: []byte(`{}`),
+			Reject: &jobs.Rejection{Reason: storage.RejectSchema, Field: "crash.cause", Detail: "must be one of …",
 				JobUUID: &job, Kind: statemachine.EventEnd}}
 	}
 	applyBus(t, s, reject("bad-known", known.UUID), reject("bad-unknown", unknown))
