@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fedora-qa/execdb/bus"
@@ -36,6 +37,9 @@ type SubscriberConfig struct {
 	MaxBodyBytes int
 }
 
+// setupTimeout bounds a (re)connection: dialing, declaring the topology, starting to consume.
+const setupTimeout = time.Minute
+
 // Subscriber consumes a queue (bus.Subscriber). It connects in the background and reconnects
 // with backoff whenever the connection drops, declaring the topology again each time.
 // Deliveries not acknowledged when a connection drops or the Subscriber closes are requeued by
@@ -43,6 +47,10 @@ type SubscriberConfig struct {
 // publishing a copy with the headers that say why to the dead-letter exchange, with publisher
 // confirms, and acknowledging the original; when that publish fails, the broker dead-letters
 // the original (without those headers) instead.
+//
+// No wait on the broker is unbounded: a (re)connection gives up after setupTimeout, Depth when
+// its context ends, and Close cuts the connection when the broker does not answer its close
+// within seconds.
 type Subscriber struct {
 	cfg        SubscriberConfig
 	log        *zap.Logger
@@ -53,8 +61,10 @@ type Subscriber struct {
 	done       chan struct{}
 
 	mu    sync.Mutex
-	state error            // nil while consuming
-	conn  *amqp.Connection // the current connection, while consuming
+	state error // nil while consuming
+	link  *link // the current connection, while consuming
+
+	depthBusy atomic.Bool // a Depth query waits for the broker
 }
 
 var _ bus.Subscriber = (*Subscriber)(nil)
@@ -96,24 +106,45 @@ func (s *Subscriber) Ready(ctx context.Context) error {
 }
 
 // Depth returns how many messages wait in the queue, not counting those delivered and not yet
-// acknowledged: the consumer's lag in messages. It fails while the subscriber is not connected.
+// acknowledged: the consumer's lag in messages. It fails while the subscriber is not connected,
+// and when ctx ends before the broker answers. The query goes on in the background until the
+// broker answers or the connection closes; meanwhile Depth fails at once rather than pile up
+// queries.
 func (s *Subscriber) Depth(ctx context.Context) (int, error) {
 	s.mu.Lock()
-	conn := s.conn
+	l := s.link
 	s.mu.Unlock()
-	if conn == nil {
+	if l == nil {
 		return 0, errors.New("not connected")
 	}
-	ch, err := conn.Channel()
-	if err != nil {
-		return 0, fmt.Errorf("queue depth: %w", err)
+	if !s.depthBusy.CompareAndSwap(false, true) {
+		return 0, errors.New("queue depth: the broker has not answered the previous query yet")
 	}
-	defer ch.Close()
-	q, err := ch.QueueDeclarePassive(s.cfg.Topology.Queue, true, false, false, false, nil)
-	if err != nil {
-		return 0, fmt.Errorf("queue depth: %w", err)
+	type result struct {
+		n   int
+		err error
 	}
-	return q.Messages, nil
+	res := make(chan result, 1)
+	go func() {
+		defer s.depthBusy.Store(false)
+		ch, err := l.Channel()
+		if err != nil {
+			res <- result{0, err}
+			return
+		}
+		defer ch.Close()
+		q, err := ch.QueueDeclarePassive(s.cfg.Topology.Queue, true, false, false, false, nil)
+		res <- result{q.Messages, err}
+	}()
+	select {
+	case r := <-res:
+		if r.err != nil {
+			return 0, fmt.Errorf("queue depth: %w", r.err)
+		}
+		return r.n, nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("queue depth: %w", ctx.Err())
+	}
 }
 
 // Close stops consuming and closes the connection; the broker requeues what was not
@@ -153,38 +184,32 @@ func (s *Subscriber) run(ctx context.Context) {
 
 // session connects, declares, consumes until the connection drops or ctx ends.
 func (s *Subscriber) session(ctx context.Context, backoff *bus.Backoff) error {
-	conn, err := Dial(ctx, s.cfg.URL, s.cfg.Name)
+	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
+	l, err := dial(sctx, s.cfg.URL, s.cfg.Name)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	qt, err := Declare(conn, s.cfg.Topology)
+	defer l.close()
+	stop := l.guard(sctx) // every answer of the broker below is awaited until sctx ends
+	qt, deliveries, dl, err := s.setup(l)
+	if !stop() && err == nil {
+		err = amqp.ErrClosed
+	}
 	if err != nil {
+		if sctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("the broker did not answer within %s: %w", setupTimeout, err)
+		}
 		return err
 	}
-	ch, err := conn.Channel()
-	if err != nil {
-		return fmt.Errorf("open channel: %w", err)
-	}
-	if err := ch.Qos(s.cfg.Prefetch, 0, false); err != nil {
-		return fmt.Errorf("set prefetch: %w", err)
-	}
-	deliveries, err := ch.Consume(s.cfg.Topology.Queue, "", false, false, false, false, nil)
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", s.cfg.Topology.Queue, err)
-	}
-	dl, err := newDeadLetterer(conn, s.cfg.Topology.dlx())
-	if err != nil {
-		return err
-	}
-	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	connClosed := l.NotifyClose(make(chan *amqp.Error, 1))
 	s.setState(nil)
 	s.mu.Lock()
-	s.conn = conn
+	s.link = l
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		s.conn = nil
+		s.link = nil
 		s.mu.Unlock()
 	}()
 	backoff.Reset()
@@ -215,6 +240,31 @@ func (s *Subscriber) session(ctx context.Context, backoff *bus.Backoff) error {
 			}
 		}
 	}
+}
+
+// setup declares the topology and starts consuming on l, with a confirm-mode channel for the
+// dead letters.
+func (s *Subscriber) setup(l *link) (QueueType, <-chan amqp.Delivery, *deadLetterer, error) {
+	qt, err := Declare(l.Connection, s.cfg.Topology)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	dl, err := newDeadLetterer(l.Connection, s.cfg.Topology.dlx())
+	if err != nil {
+		return "", nil, nil, err
+	}
+	ch, err := l.Channel()
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("open channel: %w", err)
+	}
+	if err := ch.Qos(s.cfg.Prefetch, 0, false); err != nil {
+		return "", nil, nil, fmt.Errorf("set prefetch: %w", err)
+	}
+	deliveries, err := ch.Consume(s.cfg.Topology.Queue, "", false, false, false, false, nil)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("consume %s: %w", s.cfg.Topology.Queue, err)
+	}
+	return qt, deliveries, dl, nil
 }
 
 type acker struct {

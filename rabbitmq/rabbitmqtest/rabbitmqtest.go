@@ -204,6 +204,51 @@ func Connections(t testing.TB, name string) []string {
 	return pids
 }
 
+// SuspendQueue suspends the Erlang process of the queue on the broker (sys:suspend, the Ra
+// server of a quorum queue), as a quorum queue whose leader did not come back after a broker
+// crash: the queue takes nothing in, so the broker confirms nothing routed to it, until it is
+// resumed. It returns the function that resumes it, which also runs when the test ends. It
+// skips the test when rabbitmqctl is not usable (not installed, or not allowed to talk to the
+// node: it needs to run as root or as the broker's user).
+func SuspendQueue(t testing.TB, url, queue string) (resume func()) {
+	t.Helper()
+	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
+		t.Skip("rabbitmqctl is not installed: cannot suspend a queue on the broker")
+	}
+	if out, err := exec.Command("rabbitmqctl", "-q", "eval", "ok.").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Skipf("rabbitmqctl cannot talk to the broker (run the tests as root or as the broker's user): %v: %s", err, out)
+	}
+	uri, err := amqp.ParseURI(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := func(call string) error {
+		// The queue's process: a pid for a classic queue, {RaServerName, Node} for a quorum
+		// queue (a single node here).
+		expr := fmt.Sprintf(`case rabbit_amqqueue:lookup(rabbit_misc:r(<<%q/utf8>>, queue, <<%q/utf8>>)) of
+			{ok, Q} -> case amqqueue:get_pid(Q) of {Name, _} -> sys:%[3]s(whereis(Name)); Pid -> sys:%[3]s(Pid) end;
+			Error -> Error end.`, uri.Vhost, queue, call)
+		out, err := exec.Command("rabbitmqctl", "-q", "eval", expr).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "ok" {
+			return fmt.Errorf("rabbitmqctl eval sys:%s of queue %s: %v: %s", call, queue, err, out)
+		}
+		return nil
+	}
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			if err := sys("resume"); err != nil {
+				t.Errorf("%v (resume it by hand, or restart the broker)", err)
+			}
+		})
+	}
+	if err := sys("suspend"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(resume)
+	return resume
+}
+
 // Publish publishes raw messages with confirms, as another application would.
 func Publish(t testing.TB, url, exchange string, msgs ...Raw) {
 	t.Helper()
