@@ -32,8 +32,9 @@ type SubscriberConfig struct {
 	// Backoff paces reconnection attempts.
 	Backoff bus.Backoff
 	// MaxBodyBytes bounds the bodies it hands over: of a larger one it keeps only the
-	// beginning (bus.Truncate) and delivers it as bus.ErrTooLarge at once, so that a burst of
-	// large messages does not pile up in memory. 0 means no limit.
+	// beginning (bus.Truncate), the moment the delivery arrives, and delivers it as
+	// bus.ErrTooLarge, so that a burst of large messages does not pile up in memory. 0 means no
+	// limit.
 	MaxBodyBytes int
 }
 
@@ -47,6 +48,12 @@ const setupTimeout = time.Minute
 // publishing a copy with the headers that say why to the dead-letter exchange, with publisher
 // confirms, and acknowledging the original; when that publish fails, the broker dead-letters
 // the original (without those headers) instead.
+//
+// Deliveries are taken from the client library as they arrive, whatever the receiver does:
+// amqp091-go queues what its consumer does not take in an unbounded buffer, whole bodies
+// included, so a receiver busy with a batch would otherwise let up to the prefetch of large
+// bodies pile up there. Taken at once, a body over MaxBodyBytes is cut before it waits, and the
+// deliveries wait in a buffer of the prefetch, which the broker never exceeds.
 //
 // No wait on the broker is unbounded: a (re)connection gives up after setupTimeout, Depth when
 // its context ends, and Close cuts the connection when the broker does not answer its close
@@ -203,6 +210,19 @@ func (s *Subscriber) session(ctx context.Context, backoff *bus.Backoff) error {
 		return err
 	}
 	connClosed := l.NotifyClose(make(chan *amqp.Error, 1))
+	// Take the deliveries as they come (see Subscriber): buffered is never full, as the broker
+	// sends at most the prefetch unacknowledged.
+	buffered := make(chan bus.Delivery, s.cfg.Prefetch)
+	quit, taken := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(taken)
+		s.take(deliveries, buffered, dl, quit)
+	}()
+	defer func() {
+		l.close() // ends deliveries (the close deferred above then returns at once)
+		close(quit)
+		<-taken
+	}()
 	s.setState(nil)
 	s.mu.Lock()
 	s.link = l
@@ -221,18 +241,15 @@ func (s *Subscriber) session(ctx context.Context, backoff *bus.Backoff) error {
 			return nil
 		case e := <-connClosed:
 			return fmt.Errorf("connection closed: %v", e)
-		case d, ok := <-deliveries:
+		case bd, ok := <-buffered:
 			if !ok {
-				return errors.New("the broker cancelled the consumer")
+				select {
+				case e := <-connClosed:
+					return fmt.Errorf("connection closed: %v", e)
+				default:
+					return errors.New("the broker cancelled the consumer")
+				}
 			}
-			bd := bus.Delivery{Message: Message(d), Redelivered: d.Redelivered, ReceivedAt: time.Now(), BodySize: len(d.Body)}
-			if s.cfg.MaxBodyBytes > 0 && len(d.Body) > s.cfg.MaxBodyBytes {
-				// Keep the beginning only, so that the body can be freed now rather than when
-				// the rejection is settled.
-				d.Body = bus.Truncate(d.Body, s.cfg.MaxBodyBytes)
-				bd.Body, bd.Malformed = d.Body, bus.ErrTooLarge
-			}
-			bd.Acker = &acker{d: d, dl: dl}
 			select {
 			case s.deliveries <- bd:
 			case <-ctx.Done():
@@ -265,6 +282,28 @@ func (s *Subscriber) setup(l *link) (QueueType, <-chan amqp.Delivery, *deadLette
 		return "", nil, nil, fmt.Errorf("consume %s: %w", s.cfg.Topology.Queue, err)
 	}
 	return qt, deliveries, dl, nil
+}
+
+// take hands the deliveries on to out as they arrive, each body over MaxBodyBytes cut to its
+// beginning at once, until in is closed (the channel or connection closed, or the broker
+// cancelled the consumer) or quit; then it closes out.
+func (s *Subscriber) take(in <-chan amqp.Delivery, out chan<- bus.Delivery, dl *deadLetterer, quit <-chan struct{}) {
+	defer close(out)
+	for d := range in {
+		bd := bus.Delivery{Message: Message(d), Redelivered: d.Redelivered, ReceivedAt: time.Now(), BodySize: len(d.Body)}
+		if s.cfg.MaxBodyBytes > 0 && len(d.Body) > s.cfg.MaxBodyBytes {
+			// Keep the beginning only, so that the body is freed now rather than when the
+			// delivery is received and its rejection settled.
+			d.Body = bus.Truncate(d.Body, s.cfg.MaxBodyBytes)
+			bd.Body, bd.Malformed = d.Body, bus.ErrTooLarge
+		}
+		bd.Acker = &acker{d: d, dl: dl}
+		select {
+		case out <- bd:
+		case <-quit:
+			return
+		}
+	}
 }
 
 type acker struct {
