@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/fedora-qa/execdb/internal/testenv"
+	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/jobs/jobstest"
 	"github.com/fedora-qa/execdb/storage"
 )
@@ -15,18 +16,28 @@ var backends = map[string]func(t testing.TB) storage.Backend{
 	"postgres": func(t testing.TB) storage.Backend { return testenv.Postgres(t, "") },
 }
 
-// TestService runs the service's suite over every backend.
+// TestService runs the service's suite over every backend, each write a unit of its own and
+// with group commit.
 func TestService(t *testing.T) {
 	for name, open := range backends {
-		t.Run(name, func(t *testing.T) {
-			jobstest.Run(t, func(t *testing.T) storage.Backend { return open(t) })
-		})
+		for mode, opts := range map[string]jobstest.Options{
+			"alone":   {},
+			"grouped": {GroupCommit: jobs.GroupCommit{Lanes: 2, MaxBatch: 8}},
+		} {
+			t.Run(name+"/"+mode, func(t *testing.T) {
+				jobstest.Run(t, func(t *testing.T) storage.Backend { return open(t) }, opts)
+			})
+		}
 	}
 }
 
-// BenchmarkLifecycle measures full job lives (create, start, crash) on each backend.
+// BenchmarkLifecycle measures full job lives (create, start, crash) on each backend, each
+// write a unit of its own and with group commit (one lane on SQLite, four on PostgreSQL).
 func BenchmarkLifecycle(b *testing.B) {
 	for name, open := range backends {
-		b.Run(name, func(b *testing.B) { jobstest.BenchmarkLifecycle(b, open(b)) })
+		lanes := map[string]int{"sqlite": 1, "postgres": 4}[name]
+		for mode, group := range map[string]jobs.GroupCommit{"alone": {}, "grouped": {Lanes: lanes}} {
+			b.Run(name+"/"+mode, func(b *testing.B) { jobstest.BenchmarkLifecycle(b, open(b), group) })
+		}
 	}
 }

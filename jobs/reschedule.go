@@ -92,11 +92,11 @@ const (
 func (s *Service) Reschedule(ctx context.Context, id uuid.UUID, opts RescheduleOptions, meta statemachine.Meta) (RescheduleResult, error) {
 	meta = s.stamp(meta)
 	var res RescheduleResult
-	err := s.run(ctx, func(u *unit) error {
+	err := s.submit(ctx, write{key: id, do: func(ctx context.Context, u *unit) error {
 		var err error
 		res, err = u.reschedule(ctx, id, opts, whyManual, meta, true)
 		return err
-	})
+	}})
 	if err != nil {
 		return RescheduleResult{}, fmt.Errorf("reschedule job %s: %w", id, err)
 	}

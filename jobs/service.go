@@ -52,6 +52,9 @@ type Config struct {
 	// job that crashes is decided about in the same unit of work (decideAuto). Without it,
 	// crashes wait for a DecideAutoReschedules sweep.
 	AutoReschedule *statemachine.AutoPolicy
+	// GroupCommit, when Lanes is set, groups concurrent writes over HTTP (Create, Apply,
+	// Reschedule) into shared units of work (group.go). Call Close when done.
+	GroupCommit GroupCommit
 	// OnCommit, when set, is told what every committed unit of work did, after the commit, in
 	// commit order per job: the hook for metrics and write logs. It must not block for long.
 	OnCommit func(Commit)
@@ -82,6 +85,7 @@ type Service struct {
 	baseURL  string
 	onCommit func(Commit)
 	auto     *statemachine.AutoPolicy
+	group    *committer // nil without group commit
 }
 
 // New returns the job service over backend.
@@ -94,7 +98,18 @@ func New(backend storage.Backend, cfg Config) *Service {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if cfg.GroupCommit.Lanes > 0 {
+		s.group = newCommitter(s, cfg.GroupCommit)
+	}
 	return s
+}
+
+// Close stops group commit's lanes, after the writes they took; a write submitted later is
+// ErrClosed. It does not close the backend. Without group commit it does nothing.
+func (s *Service) Close() {
+	if s.group != nil {
+		s.group.close()
+	}
 }
 
 // Result is the outcome of a create or an event.
@@ -136,21 +151,14 @@ func (s *Service) Create(ctx context.Context, n statemachine.NewJob, meta statem
 	}
 	stampInTx := meta.ReceivedAt.IsZero()
 	var res Result
-	create := func(u *unit) error {
+	create := write{key: n.UUID, create: &n, do: func(ctx context.Context, u *unit) error {
+		m := meta
 		if stampInTx {
 			// Inside the transaction: on SQLite, whose writers take turns, created_at then
 			// follows commit order, so a newest-first walk never passes a job still committing.
-			meta.ReceivedAt = s.stamp(statemachine.Meta{}).ReceivedAt
+			m.ReceivedAt = time.Time{}
 		}
-		m := s.stamp(meta)
-		ns := []statemachine.NewJob{n}
-		if err := u.lockKeys(ctx, []uuid.UUID{n.UUID}); err != nil {
-			return err
-		}
-		if err := u.loadForCreates(ctx, ns); err != nil {
-			return err
-		}
-		r, rej, err := u.create(n, m, !uuidGiven)
+		r, rej, err := u.create(n, s.stamp(m), !uuidGiven)
 		if err != nil {
 			return err
 		}
@@ -159,13 +167,13 @@ func (s *Service) Create(ctx context.Context, n statemachine.NewJob, meta statem
 		}
 		res = r
 		return nil
-	}
-	err := s.run(ctx, create)
+	}}
+	err := s.submit(ctx, create)
 	var refused *createRefused
 	if errors.Is(err, storage.ErrConflict) && !errors.As(err, &refused) {
 		// A concurrent create with the same request id committed first: a second try finds
 		// its job and records this one as a repeat (or refuses it).
-		err = s.run(ctx, create)
+		err = s.submit(ctx, create)
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("create job %s: %w", n.UUID, err)
@@ -190,7 +198,7 @@ func (s *Service) Apply(ctx context.Context, id uuid.UUID, ev statemachine.Event
 	ev.Meta = s.stamp(ev.Meta)
 	ev = truncateTimes(ev)
 	var res Result
-	err := s.run(ctx, func(u *unit) error {
+	err := s.submit(ctx, write{key: id, do: func(ctx context.Context, u *unit) error {
 		if _, ok, err := u.lock(ctx, id); err != nil {
 			return err
 		} else if !ok {
@@ -198,7 +206,7 @@ func (s *Service) Apply(ctx context.Context, id uuid.UUID, ev statemachine.Event
 		}
 		res, _ = u.event(id, ev, "", nil, false)
 		return nil
-	})
+	}})
 	if err != nil {
 		return Result{}, fmt.Errorf("apply %s to job %s: %w", ev.Kind(), id, err)
 	}

@@ -10,10 +10,11 @@ import (
 )
 
 // BenchmarkLifecycle measures the apply path: each iteration creates a job, starts it and
-// crashes it, three transactions with their history and outbox rows, from 8 goroutines per CPU.
+// crashes it, three writes with their history and outbox rows, from 8 goroutines per CPU.
 // It reports jobs/s and transitions/s.
-func BenchmarkLifecycle(b *testing.B, backend storage.Backend) {
-	s := jobs.New(backend, jobs.Config{})
+func BenchmarkLifecycle(b *testing.B, backend storage.Backend, group jobs.GroupCommit) {
+	s := jobs.New(backend, jobs.Config{GroupCommit: group})
+	defer s.Close()
 	ctx := context.Background()
 	meta := statemachine.Meta{Origin: statemachine.OriginHTTP}
 	b.SetParallelism(8) // like a busy API: many requests in flight on a 2-core machine

@@ -96,7 +96,7 @@ func rejectedList(t *testing.T, b storage.Backend, q storage.RejectedQuery) []st
 	return rs
 }
 
-func testBusDedup(t *testing.T, open Open) {
+func testBusDedup(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	id := uuid.New()
 	n := newJob()
@@ -131,7 +131,7 @@ func testBusDedup(t *testing.T, open Open) {
 	}
 }
 
-func testBusTriggerIdempotent(t *testing.T, open Open) {
+func testBusTriggerIdempotent(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	n := newJob()
 	n.RequestID = "req-7"
@@ -157,7 +157,7 @@ func testBusTriggerIdempotent(t *testing.T, open Open) {
 	}
 }
 
-func testBusTriggerTakenUUID(t *testing.T, open Open) {
+func testBusTriggerTakenUUID(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	n := newJob()
 	n.UUID = uuid.New()
@@ -187,7 +187,7 @@ func testBusTriggerTakenUUID(t *testing.T, open Open) {
 	}
 }
 
-func testBusParking(t *testing.T, open Open) {
+func testBusParking(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	id := uuid.New()
 	rs := applyBus(t, s, busEnd("e", id, statemachine.Crashed, statemachine.CauseTask))
@@ -243,7 +243,7 @@ func testBusParking(t *testing.T, open Open) {
 	}
 }
 
-func testBusParkingInBatch(t *testing.T, open Open) {
+func testBusParkingInBatch(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	id := uuid.New()
 	n := newJob()
@@ -260,7 +260,7 @@ func testBusParkingInBatch(t *testing.T, open Open) {
 	}
 }
 
-func testBusParkExpiry(t *testing.T, open Open) {
+func testBusParkExpiry(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	id := uuid.New()
 	big := bytes.Repeat([]byte("x"), storage.MaxRejectedBody+10)
@@ -298,7 +298,7 @@ func testBusParkExpiry(t *testing.T, open Open) {
 
 // testBusParkingRaces creates jobs while their starts arrive: whichever commits first, every
 // start is applied exactly once.
-func testBusParkingRace(t *testing.T, open Open) {
+func testBusParkingRace(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	const n = 30
 	ids := make([]uuid.UUID, n)
@@ -338,7 +338,7 @@ func testBusParkingRace(t *testing.T, open Open) {
 	}
 }
 
-func testBusLateConflict(t *testing.T, open Open) {
+func testBusLateConflict(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	id := uuid.New()
 	n := newJob()
@@ -368,7 +368,7 @@ func testBusLateConflict(t *testing.T, open Open) {
 	}
 }
 
-func testBusRejectedList(t *testing.T, open Open) {
+func testBusRejectedList(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	var msgs []jobs.BusMessage
 	for i := range 5 {
@@ -418,7 +418,7 @@ func testBusRejectedList(t *testing.T, open Open) {
 	}
 }
 
-func testBusPruneSeen(t *testing.T, open Open) {
+func testBusPruneSeen(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	reject := jobs.BusMessage{Meta: busMeta("again"), Topic: "x", Reject: &jobs.Rejection{Reason: storage.RejectUndecodable}}
 	applyBus(t, s, reject)
@@ -432,7 +432,7 @@ func testBusPruneSeen(t *testing.T, open Open) {
 	wantOutcomes(t, applyBus(t, s, reject), jobs.BusRejected)
 }
 
-func testOutboxPublish(t *testing.T, open Open) {
+func testOutboxPublish(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	ctx := context.Background()
 	if st, err := b.OutboxStats(ctx); err != nil || st.Backlog != 0 || st.Oldest != nil {
@@ -476,7 +476,7 @@ func testOutboxPublish(t *testing.T, open Open) {
 // claiming its request id; the next trigger with that request id creates its job and gets the
 // events parked for it; a third with the same request id is a duplicate and leaves the events
 // parked for its own uuid alone.
-func testBusSharedRequestID(t *testing.T, open Open) {
+func testBusSharedRequestID(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	taken := newJob()
 	taken.UUID, taken.RequestID = uuid.New(), "other"

@@ -39,7 +39,7 @@ func checkTimes(t *testing.T, j statemachine.Job) {
 	}
 }
 
-func testTimesInOrder(t *testing.T, open Open) {
+func testTimesInOrder(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	ctx := context.Background()
 	future := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -97,7 +97,7 @@ func testTimesInOrder(t *testing.T, open Open) {
 	}
 }
 
-func testBusFillIn(t *testing.T, open Open) {
+func testBusFillIn(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	id := uuid.New()
 	n := newJob()
@@ -128,7 +128,7 @@ func testBusFillIn(t *testing.T, open Open) {
 	checkTimes(t, job)
 }
 
-func testRejectionsNameTheirJob(t *testing.T, open Open) {
+func testRejectionsNameTheirJob(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	known := create(t, s, newJob())
 	unknown := uuid.New()
@@ -166,7 +166,7 @@ func testRejectionsNameTheirJob(t *testing.T, open Open) {
 
 // testRetriedBuild: Buildbot retries a build whose worker was lost as a new build with the same
 // uuid; its start replaces the lost attempt's runner and start time, and is announced.
-func testRetriedBuild(t *testing.T, open Open) {
+func testRetriedBuild(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	j := create(t, s, newJob())
 	apply(t, s, j.UUID, start(nil)) // all/1 on client-1

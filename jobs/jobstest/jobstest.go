@@ -26,17 +26,40 @@ import (
 // the test.
 type Open func(t *testing.T) storage.Backend
 
+// Options vary how the suite's services are made.
+type Options struct {
+	// GroupCommit is given to every service the suite makes: the suite's semantics hold
+	// with writes grouped as without.
+	GroupCommit jobs.GroupCommit
+}
+
+// env is what every test gets: fresh backends, and services over them made the suite's way.
+type env struct {
+	open Open
+	opts Options
+}
+
+func (e env) backend(t *testing.T) storage.Backend { return e.open(t) }
+
+// service is jobs.New with the suite's options; it is closed when the test ends.
+func (e env) service(t *testing.T, b storage.Backend, cfg jobs.Config) *jobs.Service {
+	cfg.GroupCommit = e.opts.GroupCommit
+	s := jobs.New(b, cfg)
+	t.Cleanup(s.Close)
+	return s
+}
+
 // test is one conformance test.
 type test struct {
 	name string
-	fn   func(t *testing.T, open Open)
+	fn   func(t *testing.T, open env)
 }
 
-// Run runs the whole suite against the backends open makes.
-func Run(t *testing.T, open Open) {
+// Run runs the whole suite against the backends open makes, with opts.
+func Run(t *testing.T, open Open, opts Options) {
 	for _, group := range [][]test{coreTests, searchTests, busTests, rescheduleTests, hostileTests, pruneTests} {
 		for _, tc := range group {
-			t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
+			t.Run(tc.name, func(t *testing.T) { tc.fn(t, env{open, opts}) })
 		}
 	}
 }
@@ -74,11 +97,11 @@ func (c *clock) Now() time.Time {
 	return c.now
 }
 
-func newStore(t *testing.T, open Open) (*jobs.Service, storage.Backend) {
+func newStore(t *testing.T, open env) (*jobs.Service, storage.Backend) {
 	t.Helper()
-	b := open(t)
+	b := open.backend(t)
 	c := &clock{now: t0}
-	return jobs.New(b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}), b
+	return open.service(t, b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}), b
 }
 
 func httpMeta(id string) statemachine.Meta {
@@ -155,7 +178,7 @@ func js(v any) string {
 	return string(b)
 }
 
-func testCreateDefaults(t *testing.T, open Open) {
+func testCreateDefaults(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	res, err := s.Create(context.Background(), newJob(), httpMeta("r1"))
 	if err != nil {
@@ -180,7 +203,7 @@ func testCreateDefaults(t *testing.T, open Open) {
 	readBack(t, b, j)
 }
 
-func testCreateClientUUID(t *testing.T, open Open) {
+func testCreateClientUUID(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	n := newJob()
 	n.UUID = uuid.MustParse("7d0c4e1e-3b1f-4b43-9a55-4f9a2b7c1d00")
@@ -197,7 +220,7 @@ func testCreateClientUUID(t *testing.T, open Open) {
 	}
 }
 
-func testCreateIdempotent(t *testing.T, open Open) {
+func testCreateIdempotent(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	n := newJob()
 	n.RequestID = "req-1"
@@ -227,7 +250,7 @@ func testCreateIdempotent(t *testing.T, open Open) {
 	}
 }
 
-func testCreateRequestIDOfAnotherJob(t *testing.T, open Open) {
+func testCreateRequestIDOfAnotherJob(t *testing.T, open env) {
 	s, _ := newStore(t, open)
 	n := newJob()
 	n.RequestID = "trigger-1"
@@ -239,7 +262,7 @@ func testCreateRequestIDOfAnotherJob(t *testing.T, open Open) {
 	}
 }
 
-func testCreateTakenUUID(t *testing.T, open Open) {
+func testCreateTakenUUID(t *testing.T, open env) {
 	s, _ := newStore(t, open)
 	n := newJob()
 	n.UUID = uuid.New()
@@ -252,7 +275,7 @@ func testCreateTakenUUID(t *testing.T, open Open) {
 	}
 }
 
-func testKeyValuesRoundTrip(t *testing.T, open Open) {
+func testKeyValuesRoundTrip(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	n := newJob()
 	n.Data = statemachine.KeyVals{"critpath_pkgs": {"zsh", "bash", "acl"}, "koji_tag": {"f45-updates-testing"}}
@@ -269,7 +292,7 @@ func testKeyValuesRoundTrip(t *testing.T, open Open) {
 	}
 }
 
-func testTransitions(t *testing.T, open Open) {
+func testTransitions(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	startedAt := t0.Add(-time.Minute)
 	cases := []struct {
@@ -313,7 +336,7 @@ func testTransitions(t *testing.T, open Open) {
 	}
 }
 
-func testLateStart(t *testing.T, open Open) {
+func testLateStart(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	j := create(t, s, newJob())
 	apply(t, s, j.UUID, finish())
@@ -337,7 +360,7 @@ func testLateStart(t *testing.T, open Open) {
 	}
 }
 
-func testHistory(t *testing.T, open Open) {
+func testHistory(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	j := create(t, s, newJob())
 	apply(t, s, j.UUID, start(nil))
@@ -401,7 +424,7 @@ func outbox(t *testing.T, b storage.Backend) []storage.OutboxMessage {
 	return msgs
 }
 
-func testOutbox(t *testing.T, open Open) {
+func testOutbox(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	a := create(t, s, newJob())
 	c := create(t, s, newJob())
@@ -469,7 +492,7 @@ func testOutbox(t *testing.T, open Open) {
 	}
 }
 
-func testUnknownJob(t *testing.T, open Open) {
+func testUnknownJob(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	_, err := s.Apply(context.Background(), uuid.New(), start(nil))
 	if !errors.Is(err, storage.ErrNotFound) {
@@ -486,7 +509,7 @@ func testUnknownJob(t *testing.T, open Open) {
 // testConcurrentWriters has 20 writers report on one job at once: starts, finishes and crashes.
 // Exactly one end may win; every report is in the history; the outbox holds one message per
 // applied transition.
-func testConcurrentWriters(t *testing.T, open Open) {
+func testConcurrentWriters(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	j := create(t, s, newJob())
 	const writers = 20
@@ -543,7 +566,7 @@ func testConcurrentWriters(t *testing.T, open Open) {
 	}
 }
 
-func testConcurrentCreates(t *testing.T, open Open) {
+func testConcurrentCreates(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	const writers = 10
 	results := make([]jobs.Result, writers)
@@ -586,9 +609,9 @@ func testConcurrentCreates(t *testing.T, open Open) {
 
 // testOutboxFedoraMessaging: with a base URL, a job-state message carries the job page's URL;
 // its headers name every package the job is about (CONTRACT section 3, v1.1).
-func testOutboxFedoraMessaging(t *testing.T, open Open) {
-	b := open(t)
-	s := jobs.New(b, jobs.Config{TopicPrefix: "org.example", BaseURL: "https://taskotron.example.org/execdb/"})
+func testOutboxFedoraMessaging(t *testing.T, open env) {
+	b := open.backend(t)
+	s := open.service(t, b, jobs.Config{TopicPrefix: "org.example", BaseURL: "https://taskotron.example.org/execdb/"})
 	n := newJob()
 	n.Data = statemachine.KeyVals{"packages": {"bar", "foo"}}
 	j := create(t, s, n)

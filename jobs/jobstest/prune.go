@@ -17,7 +17,7 @@ var pruneTests = []test{
 	{"PruneKeepsWhatIsStillNeeded", testPrune},
 }
 
-func testPrune(t *testing.T, open Open) {
+func testPrune(t *testing.T, open env) {
 	s, b, c := clockedStore(t, open)
 	ctx := context.Background()
 	day := 24 * time.Hour

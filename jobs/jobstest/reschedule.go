@@ -60,11 +60,11 @@ func (c *manualClock) Advance(d time.Duration) time.Time {
 }
 
 // clockedStore returns a store on a fresh backend whose clock moves only when told to.
-func clockedStore(t *testing.T, open Open) (*jobs.Service, storage.Backend, *manualClock) {
+func clockedStore(t *testing.T, open env) (*jobs.Service, storage.Backend, *manualClock) {
 	t.Helper()
-	b := open(t)
+	b := open.backend(t)
 	c := &manualClock{now: t0}
-	return jobs.New(b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}), b, c
+	return open.service(t, b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}), b, c
 }
 
 func crashedJob(t *testing.T, s *jobs.Service, n statemachine.NewJob, fatal bool) statemachine.Job {
@@ -121,7 +121,7 @@ func messagesFor(t *testing.T, b storage.Backend, id uuid.UUID) []storage.Outbox
 	return out
 }
 
-func testReschedule(t *testing.T, open Open) {
+func testReschedule(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	n := newJob()
 	n.Arch = "x86_64"
@@ -184,7 +184,7 @@ func testReschedule(t *testing.T, open Open) {
 	}
 }
 
-func testRescheduleIdempotent(t *testing.T, open Open) {
+func testRescheduleIdempotent(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	parent := crashedJob(t, s, newJob(), false)
 	first := reschedule(t, s, parent.UUID, false)
@@ -211,7 +211,7 @@ func testRescheduleIdempotent(t *testing.T, open Open) {
 	}
 }
 
-func testRescheduleRefusals(t *testing.T, open Open) {
+func testRescheduleRefusals(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	ctx := context.Background()
 	scheduled := create(t, s, newJob())
@@ -255,7 +255,7 @@ func testRescheduleRefusals(t *testing.T, open Open) {
 	}
 }
 
-func testRescheduleChain(t *testing.T, open Open) {
+func testRescheduleChain(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	job := crashedJob(t, s, newJob(), false)
 	ids := []uuid.UUID{job.UUID}
@@ -275,9 +275,9 @@ func testRescheduleChain(t *testing.T, open Open) {
 	}
 }
 
-func testConcurrentReschedules(t *testing.T, open Open) {
+func testConcurrentReschedules(t *testing.T, open env) {
 	s, b := newStore(t, open)
-	s2 := jobs.New(b, jobs.Config{TopicPrefix: "org.example"})
+	s2 := open.service(t, b, jobs.Config{TopicPrefix: "org.example"})
 	parent := crashedJob(t, s, newJob(), false)
 	const writers = 10
 	results := make([]jobs.RescheduleResult, writers)
@@ -315,7 +315,7 @@ func testConcurrentReschedules(t *testing.T, open Open) {
 	}
 }
 
-func testRescheduleBulk(t *testing.T, open Open) {
+func testRescheduleBulk(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	ctx := context.Background()
 	mk := func(task string) statemachine.NewJob { n := newJob(); n.TaskName = task; return n }
@@ -436,7 +436,7 @@ func overdueSet(t *testing.T, s *jobs.Service, c *manualClock) (overdue map[uuid
 
 var timeouts = statemachine.Timeouts{Run: time.Hour, Schedule: 2 * time.Hour}
 
-func testWatchdog(t *testing.T, open Open) {
+func testWatchdog(t *testing.T, open env) {
 	s, b, c := clockedStore(t, open)
 	ctx := context.Background()
 	overdue, spared := overdueSet(t, s, c)
@@ -537,12 +537,12 @@ func testWatchdog(t *testing.T, open Open) {
 
 // testWatchdogConcurrent lets two stores (two processes, as far as the database can tell)
 // sweep one database at once: every overdue job is crashed exactly once.
-func testWatchdogConcurrent(t *testing.T, open Open) {
-	b := open(t)
+func testWatchdogConcurrent(t *testing.T, open env) {
+	b := open.backend(t)
 	c := &manualClock{now: t0}
 	stores := []*jobs.Service{
-		jobs.New(b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}),
-		jobs.New(b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}),
+		open.service(t, b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}),
+		open.service(t, b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}),
 	}
 	const jobs = 130 // more than one sweep batch
 	var ids []uuid.UUID
@@ -621,7 +621,7 @@ func due(t *testing.T, s *jobs.Service) []jobs.RescheduleResult {
 	return r
 }
 
-func testAutoReschedule(t *testing.T, open Open) {
+func testAutoReschedule(t *testing.T, open env) {
 	s, b, c := clockedStore(t, open)
 	id := crashedJob(t, s, newJob(), false).UUID
 	for _, step := range []struct {
@@ -690,7 +690,7 @@ func testAutoReschedule(t *testing.T, open Open) {
 	}
 }
 
-func testAutoDeclines(t *testing.T, open Open) {
+func testAutoDeclines(t *testing.T, open env) {
 	s, b, c := clockedStore(t, open)
 	fatal := crashedJob(t, s, newJob(), true)
 	manual := crashedJob(t, s, newJob(), false)
@@ -731,7 +731,7 @@ func testAutoDeclines(t *testing.T, open Open) {
 	}
 }
 
-func testAutoAfterManual(t *testing.T, open Open) {
+func testAutoAfterManual(t *testing.T, open env) {
 	s, b, c := clockedStore(t, open)
 	job := crashedJob(t, s, newJob(), false)
 	if ds := decide(t, s, policy); len(ds) != 1 || !ds[0].Decision.Planned {
@@ -754,12 +754,12 @@ func testAutoAfterManual(t *testing.T, open Open) {
 
 // testAutoConcurrent lets two stores decide and reschedule at once: each crash gets exactly one
 // decision and exactly one successor.
-func testAutoConcurrent(t *testing.T, open Open) {
-	b := open(t)
+func testAutoConcurrent(t *testing.T, open env) {
+	b := open.backend(t)
 	c := &manualClock{now: t0}
 	stores := []*jobs.Service{
-		jobs.New(b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}),
-		jobs.New(b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}),
+		open.service(t, b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}),
+		open.service(t, b, jobs.Config{TopicPrefix: "org.example", Now: c.Now}),
 	}
 	const jobs = 120 // more than one sweep batch
 	var ids []uuid.UUID
@@ -807,7 +807,7 @@ func testAutoConcurrent(t *testing.T, open Open) {
 // planned automatic reschedule would get. No retry can make that successor, so the sweep
 // declines the reschedule, says why in the job's history, and still makes the other successors
 // due in the same sweep; later sweeps leave the job alone.
-func testAutoRequestIDTaken(t *testing.T, open Open) {
+func testAutoRequestIDTaken(t *testing.T, open env) {
 	s, b, c := clockedStore(t, open)
 	ctx := context.Background()
 	blocked := crashedJob(t, s, newJob(), false)
@@ -876,7 +876,7 @@ func testAutoRequestIDTaken(t *testing.T, open Open) {
 
 // testRescheduleRequestIDTaken: by hand, a job whose successor's request id a client took is a
 // conflict; in bulk it is skipped with the reason, and the bulk goes on.
-func testRescheduleRequestIDTaken(t *testing.T, open Open) {
+func testRescheduleRequestIDTaken(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	ctx := context.Background()
 	blocked := crashedJob(t, s, newJob(), false)
@@ -947,12 +947,12 @@ func (t faultyTx) LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]
 
 // testSweepJobFailure: a job a sweep fails on is rolled back alone, reported in a
 // *jobs.SweepError, and tried again next sweep; the sweep handles the jobs after it.
-func testSweepJobFailure(t *testing.T, open Open) {
+func testSweepJobFailure(t *testing.T, open env) {
 	ctx := context.Background()
 	setup := func(t *testing.T) (*jobs.Service, *faultyBackend, *manualClock) {
-		fb := &faultyBackend{Backend: open(t)}
+		fb := &faultyBackend{Backend: open.backend(t)}
 		c := &manualClock{now: t0}
-		return jobs.New(fb, jobs.Config{TopicPrefix: "org.example", Now: c.Now}), fb, c
+		return open.service(t, fb, jobs.Config{TopicPrefix: "org.example", Now: c.Now}), fb, c
 	}
 	failedOn := func(t *testing.T, err error, bad uuid.UUID) {
 		t.Helper()
@@ -1027,7 +1027,7 @@ func testSweepJobFailure(t *testing.T, open Open) {
 	})
 }
 
-func testRetryStats(t *testing.T, open Open) {
+func testRetryStats(t *testing.T, open env) {
 	s, _ := newStore(t, open)
 	ctx := context.Background()
 	type spec struct {
@@ -1127,7 +1127,7 @@ func testRetryStats(t *testing.T, open Open) {
 // crashes the job, whichever way it crashed (an end over HTTP, one from the bus, the
 // watchdog): the mark and the decision's history entry commit with the crash, and the sweep
 // finds nothing left to decide. Switched off, the crash is marked declined, silently.
-func testAutoWithTheCrash(t *testing.T, open Open) {
+func testAutoWithTheCrash(t *testing.T, open env) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name   string
@@ -1135,12 +1135,12 @@ func testAutoWithTheCrash(t *testing.T, open Open) {
 		want   statemachine.AutoMark
 	}{{"on", policy, statemachine.AutoPlanned}, {"off", statemachine.AutoPolicy{}, statemachine.AutoDeclined}} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := open(t)
+			b := open.backend(t)
 			c := &manualClock{now: t0}
 			p := tc.policy
 			var commits []jobs.Commit
 			var mu sync.Mutex
-			s := jobs.New(b, jobs.Config{TopicPrefix: "org.example", Now: c.Now, AutoReschedule: &p,
+			s := open.service(t, b, jobs.Config{TopicPrefix: "org.example", Now: c.Now, AutoReschedule: &p,
 				OnCommit: func(cm jobs.Commit) { mu.Lock(); commits = append(commits, cm); mu.Unlock() }})
 			overHTTP := crashedJob(t, s, newJob(), false)
 			fromBus := create(t, s, newJob())

@@ -199,7 +199,7 @@ func uuids(jobs []statemachine.Job) []string {
 	return ids
 }
 
-func testSearchFilters(t *testing.T, open Open) {
+func testSearchFilters(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	jobs := seed(t, s, b)
 	queries := []string{
@@ -259,7 +259,7 @@ func testSearchFilters(t *testing.T, open Open) {
 
 // testSearchPagination walks every page while new jobs arrive: each seeded job comes exactly
 // once and in order; jobs created after the walk began do not come.
-func testSearchPagination(t *testing.T, open Open) {
+func testSearchPagination(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	jobs := seed(t, s, b)
 	added := 0
@@ -393,7 +393,7 @@ func summary(xs []float64) *storage.Durations {
 	return &storage.Durations{P50: storage.Percentile(xs, 0.5), P90: storage.Percentile(xs, 0.9), Max: xs[len(xs)-1]}
 }
 
-func testStats(t *testing.T, open Open) {
+func testStats(t *testing.T, open env) {
 	s, b := newStore(t, open)
 	jobs := seed(t, s, b)
 	cases := []struct {
