@@ -98,23 +98,14 @@ func (b *Backend) fillKeyVals(ctx context.Context, jobs []statemachine.Job) erro
 	return nil
 }
 
-// Stats counts and summarises durations in SQL: percentile_disc gives the same discrete
-// percentiles as storage.Percentile.
+// Stats counts and summarises durations in SQL, in one statement: the groups, and in each the
+// jobs counted once (Grouped's first) whose sum is the total. percentile_disc gives the same
+// discrete percentiles as storage.Percentile.
 func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.StatsResult, error) {
 	var res storage.StatsResult
-	// The total and the groups come from one snapshot, so that shares add up.
-	tx, err := b.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return res, interpretError(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // read-only
-	countSQL, countArgs := sqlbuild.Count(dialect{}, s.Filter)
-	if err := tx.QueryRow(ctx, countSQL, countArgs...).Scan(&res.Total); err != nil {
-		return res, interpretError(err)
-	}
 	groups := sqlbuild.GroupColumns(s)
 	sql, args := statsSQL(s)
-	rows, err := tx.Query(ctx, sql, args...)
+	rows, err := b.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return res, interpretError(err)
 	}
@@ -122,18 +113,21 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 	for rows.Next() {
 		groupVals := make([]*string, len(groups))
 		var row storage.StatsRow
-		var w50, w90, wmax, r50, r90, rmax *float64
-		dest := make([]any, 0, len(groups)+7)
+		var jobs int64
+		var wait, run []float64
+		var wmax, rmax *float64
+		dest := make([]any, 0, len(groups)+6)
 		for i := range groupVals {
 			dest = append(dest, &groupVals[i])
 		}
-		dest = append(dest, &row.Count, &w50, &w90, &wmax, &r50, &r90, &rmax)
+		dest = append(dest, &row.Count, &jobs, &wait, &wmax, &run, &rmax)
 		if err := rows.Scan(dest...); err != nil {
 			return res, interpretError(err)
 		}
-		if res.Total == 0 && row.Count == 0 {
+		if row.Count == 0 {
 			continue // no group: count(*) over nothing
 		}
+		res.Total += jobs
 		row.Group = map[storage.Field]*string{}
 		for i, f := range s.GroupBy {
 			row.Group[f] = groupVals[i]
@@ -145,49 +139,51 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 			}
 			row.Bucket = t
 		}
-		row.QueueWait = durations(w50, w90, wmax)
-		row.RunTime = durations(r50, r90, rmax)
-		if res.Total > 0 {
-			row.Share = float64(row.Count) / float64(res.Total)
-		}
+		row.QueueWait = durations(wait, wmax)
+		row.RunTime = durations(run, rmax)
 		res.Rows = append(res.Rows, row)
 	}
 	if err := rows.Err(); err != nil {
 		return res, interpretError(err)
 	}
+	for i := range res.Rows {
+		res.Rows[i].Share = float64(res.Rows[i].Count) / float64(res.Total)
+	}
 	storage.SortStatsRows(res.Rows, s.GroupBy)
 	return res, nil
 }
 
-// statsSQL aggregates the grouped rows: counts, and percentile_disc of queue wait and run time
-// over finished and crashed jobs.
+// statsSQL aggregates the grouped rows: counts, the jobs among them, and percentile_disc of
+// queue wait and run time over finished and crashed jobs (one sort for both percentiles of a
+// duration).
 func statsSQL(s storage.StatsQuery) (string, []any) {
 	q := sqlbuild.New(dialect{})
-	inner := sqlbuild.Grouped(q, s)
-	terminal := q.Arg(sqlbuild.Terminal)
+	terminal := "j.state IN ('" + strings.Join(sqlbuild.Terminal, "', '") + "')"
+	inner := sqlbuild.Grouped(q, s,
+		"CASE WHEN "+terminal+" THEN EXTRACT(EPOCH FROM j.started_at - j.created_at)::float8 END AS wait",
+		"CASE WHEN "+terminal+" THEN EXTRACT(EPOCH FROM j.finished_at - j.started_at)::float8 END AS run")
 	groups := sqlbuild.GroupColumns(s)
 	groupList := ""
 	if len(groups) > 0 {
 		groupList = strings.Join(groups, ", ") + ", "
 	}
-	sql := `SELECT ` + groupList + `count(*),
-		percentile_disc(0.5) WITHIN GROUP (ORDER BY wait), percentile_disc(0.9) WITHIN GROUP (ORDER BY wait), max(wait),
-		percentile_disc(0.5) WITHIN GROUP (ORDER BY run), percentile_disc(0.9) WITHIN GROUP (ORDER BY run), max(run)
-		FROM (SELECT s.*,
-			CASE WHEN s.state = ANY(` + terminal + `) THEN EXTRACT(EPOCH FROM s.started_at - s.created_at)::float8 END AS wait,
-			CASE WHEN s.state = ANY(` + terminal + `) THEN EXTRACT(EPOCH FROM s.finished_at - s.started_at)::float8 END AS run
-			FROM (` + inner + `) s) t`
+	sql := `SELECT ` + groupList + `count(*), count(*) FILTER (WHERE first),
+		percentile_disc(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY wait), max(wait),
+		percentile_disc(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY run), max(run)
+		FROM (` + inner + `) t`
 	if len(groups) > 0 {
 		sql += ` GROUP BY ` + strings.Join(groups, ", ")
 	}
 	return sql, q.Args
 }
 
-func durations(p50, p90, max *float64) *storage.Durations {
-	if p50 == nil || p90 == nil || max == nil {
+// durations is p50 and p90 (percentiles, from percentile_disc) and max, or nil when the group
+// had no duration.
+func durations(percentiles []float64, max *float64) *storage.Durations {
+	if len(percentiles) != 2 || max == nil {
 		return nil
 	}
-	return &storage.Durations{P50: *p50, P90: *p90, Max: *max}
+	return &storage.Durations{P50: percentiles[0], P90: percentiles[1], Max: *max}
 }
 
 // qualified prefixes each column of a list with the jobs alias j.

@@ -106,18 +106,14 @@ func (b *Backend) Search(ctx context.Context, f storage.Filter, page storage.Pag
 // percentile function, and storage.Percentile computes PostgreSQL's percentile_disc.
 func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.StatsResult, error) {
 	var res storage.StatsResult
-	countSQL, countArgs := sqlbuild.Count(dialect{}, s.Filter)
 	q := sqlbuild.New(dialect{})
-	query := sqlbuild.Grouped(q, s)
+	query := sqlbuild.Grouped(q, s, "j.state", "j.created_at", "j.started_at", "j.finished_at")
 	type group struct {
 		row        storage.StatsRow
 		wait, runs []float64
 	}
 	groups := map[string]*group{}
 	err := b.readTx(ctx, func(tx *sql.Tx) error {
-		if err := tx.QueryRowContext(ctx, countSQL, countArgs...).Scan(&res.Total); err != nil {
-			return err
-		}
 		rows, err := tx.QueryContext(ctx, query, q.Args...)
 		if err != nil {
 			return err
@@ -128,11 +124,12 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 			vals := make([]sql.NullString, ncols)
 			var state, created string
 			var started, finished sql.NullString
-			dest := make([]any, 0, ncols+4)
+			var first bool
+			dest := make([]any, 0, ncols+5)
 			for i := range vals {
 				dest = append(dest, &vals[i])
 			}
-			dest = append(dest, &state, &created, &started, &finished)
+			dest = append(dest, &first, &state, &created, &started, &finished)
 			if err := rows.Scan(dest...); err != nil {
 				return err
 			}
@@ -162,6 +159,9 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 				groups[key.String()] = g
 			}
 			g.row.Count++
+			if first {
+				res.Total++ // a job's first row: the total counts jobs, not rows
+			}
 			if st := statemachine.State(state); !st.Terminal() || !started.Valid {
 				continue
 			}

@@ -121,18 +121,27 @@ func Search(d Dialect, columns string, f storage.Filter, page storage.Page) (str
 	return sql, q.Args
 }
 
-// Count is the number of jobs f matches.
-func Count(d Dialect, f storage.Filter) (string, []any) {
-	q := New(d)
-	return "SELECT count(*) FROM jobs j" + q.Where(f), q.Args
-}
-
 // Grouped is the inner query of stats: one row per job and combination of its group values,
-// with columns g0…gN-1 (text or NULL), b (bucket text, when bucketing), state, created_at,
-// started_at and finished_at. Key-value groups join their table, so a job with two values of a
-// key counts once in each value's group.
-func Grouped(q *Query, s storage.StatsQuery) string {
-	return selectGroups(q, s, "jobs j", "j.state", "j.created_at", "j.started_at", "j.finished_at") + q.Where(s.Filter)
+// with columns g0…gN-1 (text or NULL), b (bucket text, when bucketing), first, then the extra
+// columns the caller names (over jobs aliased j). Key-value groups join their table, so a job
+// with two values of a key counts once in each value's group; first is true on exactly one of
+// a job's rows (the one with the first value of every key-value group, or none), so that
+// counting the rows where it holds counts the jobs: the total of a stats answer comes from the
+// same statement as its groups.
+func Grouped(q *Query, s storage.StatsQuery, extra ...string) string {
+	var firsts []string
+	for i, f := range s.GroupBy {
+		if _, _, ok := f.Key(); ok {
+			t := fmt.Sprintf("g%dt", i)
+			firsts = append(firsts, fmt.Sprintf("(%s.position IS NULL OR %s.position = 0)", t, t))
+		}
+	}
+	first := "(1 = 1)"
+	if len(firsts) > 0 {
+		first = "(" + strings.Join(firsts, " AND ") + ")"
+	}
+	cols := append([]string{first + " AS first"}, extra...)
+	return selectGroups(q, s, "jobs j", cols...) + q.Where(s.Filter)
 }
 
 // selectGroups is SELECT g0…gN-1[, b], extra… FROM from, with the joins the key-value groups
