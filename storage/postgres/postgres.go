@@ -26,12 +26,20 @@ type Backend struct {
 	pool *pgxpool.Pool
 }
 
+// DefaultMaxConns is the size of the connection pool when the URL does not set pool_max_conns.
+const DefaultMaxConns = 16
+
 // Open connects to the database at url (postgres://…). Parameters the URL carries that pgx does
 // not know, e.g. search_path, are sent as run-time parameters. It does not migrate.
 func Open(ctx context.Context, url string) (*Backend, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse postgres url: %w", err)
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgxpool's default, max(4, CPUs), would queue the HTTP lanes, the bus workers and
+		// the readers behind each other on a small machine.
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
