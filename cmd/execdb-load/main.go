@@ -7,6 +7,12 @@
 // docs/performance.md.
 //
 //	execdb-load --amqp-url amqp://guest:guest@127.0.0.1:5672/ --jobs 20000
+//
+// `execdb-load http` is HTTP write load against a running `execdb serve` instead: creates or
+// whole job lives, over N keep-alive connections, with throughput and latency per request kind
+// (see http.go and `execdb-load http -h`).
+//
+//	execdb-load http --server http://127.0.0.1:5003 --conns 32 --duration 20s --workload lives
 package main
 
 import (
@@ -14,6 +20,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"slices"
@@ -28,6 +35,16 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "http" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := runHTTPCommand(ctx, os.Args[2:])
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "execdb-load:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	url := flag.String("amqp-url", envOr("EXECDB_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "broker ExecDB consumes from")
 	exchange := flag.String("amqp-exchange", envOr("EXECDB_AMQP_EXCHANGE", "amq.topic"), "exchange ExecDB consumes from and publishes to")
 	prefix := flag.String("topic-prefix", envOr("EXECDB_TOPIC_PREFIX", jobs.DefaultTopicPrefix), "ExecDB's topic prefix")
@@ -36,8 +53,9 @@ func main() {
 	window := flag.Int("window", 2000, "unconfirmed publishes in flight")
 	rate := flag.Float64("rate", 0, "publish at most this many messages/s; 0: as fast as the broker confirms")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
+	jsonOut := flag.Bool("json", false, "print the summary as one JSON object on stdout (and the report on stderr)")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: execdb-load [flags]\n\nPublishes job lives to ExecDB over AMQP and reports applied messages/s and latency.\n\n")
+		fmt.Fprintf(os.Stderr, "Usage: execdb-load [flags]\n       execdb-load http [flags]\n\nPublishes job lives to ExecDB over AMQP and reports applied messages/s and latency.\n`execdb-load http -h` tells about the HTTP load.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -45,7 +63,15 @@ func main() {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	if err := run(ctx, *url, *exchange, *prefix, *jobs, *chunk, *window, *rate); err != nil {
+	opts := busOptions{out: os.Stdout}
+	if *jsonOut {
+		opts.out = os.Stderr
+	}
+	res, err := run(ctx, *url, *exchange, *prefix, *jobs, *chunk, *window, *rate, opts)
+	if err == nil && *jsonOut {
+		err = json.NewEncoder(os.Stdout).Encode(res)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "execdb-load:", err)
 		os.Exit(1)
 	}
@@ -65,31 +91,54 @@ type input struct {
 	key   string // job uuid + announced state
 }
 
-func run(ctx context.Context, url, exchange, prefix string, jobs, chunk, window int, rate float64) error {
+// busOptions are the bus mode's options beyond the workload: where the report goes.
+type busOptions struct {
+	out io.Writer
+}
+
+// busResult is the summary of a bus run; the JSON form is what execdb-perf reads.
+type busResult struct {
+	Mode        string  `json:"mode"` // "execdb"
+	Jobs        int     `json:"jobs"`
+	Messages    int     `json:"messages"`
+	PublishRate float64 `json:"published_per_s"`
+	Elapsed     float64 `json:"elapsed_s"` // from the first publish to the last announcement
+	AppliedRate float64 `json:"applied_per_s"`
+	LifeRate    float64 `json:"lives_per_s"`
+	Latency     struct {
+		P50 float64 `json:"p50_ms"`
+		P90 float64 `json:"p90_ms"`
+		P99 float64 `json:"p99_ms"`
+		Max float64 `json:"max_ms"`
+	} `json:"latency"`
+}
+
+func run(ctx context.Context, url, exchange, prefix string, jobs, chunk, window int, rate float64, opts busOptions) (*busResult, error) {
+	out := opts.out
 	conn, err := rabbitmq.Dial(ctx, url, "execdb-load")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer conn.Close()
 
 	// Watch what ExecDB publishes, on a private queue.
 	wch, err := conn.Channel()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	q, err := wch.QueueDeclare("", false, true, true, false, nil)
 	if err != nil {
-		return fmt.Errorf("declare watch queue: %w", err)
+		return nil, fmt.Errorf("declare watch queue: %w", err)
 	}
 	if err := wch.QueueBind(q.Name, prefix+".execdb.job.#", exchange, false, nil); err != nil {
-		return fmt.Errorf("bind watch queue: %w", err)
+		return nil, fmt.Errorf("bind watch queue: %w", err)
 	}
 	if err := wch.Qos(5000, 0, false); err != nil {
-		return err
+		return nil, err
 	}
 	deliveries, err := wch.Consume(q.Name, "", true, true, false, false, nil)
 	if err != nil {
-		return fmt.Errorf("consume watch queue: %w", err)
+		return nil, fmt.Errorf("consume watch queue: %w", err)
 	}
 
 	var inputs []input
@@ -161,12 +210,12 @@ func run(ctx context.Context, url, exchange, prefix string, jobs, chunk, window 
 
 	pch, err := conn.Channel()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := pch.Confirm(false); err != nil {
-		return err
+		return nil, err
 	}
-	fmt.Printf("publishing %d job lives (%d messages) to %s on %s\n", jobs, len(inputs), exchange, rabbitmq.Redact(url))
+	fmt.Fprintf(out, "publishing %d job lives (%d messages) to %s on %s\n", jobs, len(inputs), exchange, rabbitmq.Redact(url))
 	begin := time.Now()
 	pending := make([]*amqp.DeferredConfirmation, 0, window)
 	for i, in := range inputs {
@@ -184,24 +233,24 @@ func run(ctx context.Context, url, exchange, prefix string, jobs, chunk, window 
 		mu.Unlock()
 		dc, err := pch.PublishWithDeferredConfirmWithContext(ctx, exchange, in.topic, false, false, msg)
 		if err != nil {
-			return fmt.Errorf("publish %d: %w", i, err)
+			return nil, fmt.Errorf("publish %d: %w", i, err)
 		}
 		pending = append(pending, dc)
 		if len(pending) == window {
 			if err := waitConfirms(ctx, pending); err != nil {
-				return err
+				return nil, err
 			}
 			pending = pending[:0]
 		}
 	}
 	if err := waitConfirms(ctx, pending); err != nil {
-		return err
+		return nil, err
 	}
 	published := time.Since(begin)
-	fmt.Printf("published and confirmed in %s: %.0f messages/s\n", published.Round(time.Millisecond), float64(len(inputs))/published.Seconds())
+	fmt.Fprintf(out, "published and confirmed in %s: %.0f messages/s\n", published.Round(time.Millisecond), float64(len(inputs))/published.Seconds())
 	<-received
 	if watchErr != nil {
-		return watchErr
+		return nil, watchErr
 	}
 	elapsed := lastApplied.Sub(begin)
 	slices.Sort(latencies)
@@ -209,17 +258,23 @@ func run(ctx context.Context, url, exchange, prefix string, jobs, chunk, window 
 	pct := func(ds []time.Duration, p float64) time.Duration {
 		return ds[min(len(ds)-1, int(p*float64(len(ds))))].Round(100 * time.Microsecond)
 	}
-	fmt.Printf("applied %d messages in %s: %.0f messages/s (%.0f job lives/s)\n", len(inputs), elapsed.Round(time.Millisecond),
+	fmt.Fprintf(out, "applied %d messages in %s: %.0f messages/s (%.0f job lives/s)\n", len(inputs), elapsed.Round(time.Millisecond),
 		float64(len(inputs))/elapsed.Seconds(), float64(jobs)/elapsed.Seconds())
 	if drain := lastApplied.Sub(firstApplied); drain > 0 {
-		fmt.Printf("from the first announcement to the last: %s, %.0f messages/s\n", drain.Round(time.Millisecond),
+		fmt.Fprintf(out, "from the first announcement to the last: %s, %.0f messages/s\n", drain.Round(time.Millisecond),
 			float64(len(inputs)-1)/drain.Seconds())
 	}
-	fmt.Printf("latency from publish to ExecDB's announcement: p50 %s  p90 %s  p99 %s  max %s\n",
+	fmt.Fprintf(out, "latency from publish to ExecDB's announcement: p50 %s  p90 %s  p99 %s  max %s\n",
 		pct(latencies, 0.50), pct(latencies, 0.90), pct(latencies, 0.99), pct(latencies, 1))
-	fmt.Printf("from ExecDB taking the message (the job's updated_at) to the announcement: p50 %s  p90 %s  p99 %s  max %s\n",
+	fmt.Fprintf(out, "from ExecDB taking the message (the job's updated_at) to the announcement: p50 %s  p90 %s  p99 %s  max %s\n",
 		pct(relayed, 0.50), pct(relayed, 0.90), pct(relayed, 0.99), pct(relayed, 1))
-	return nil
+	res := &busResult{Mode: "execdb", Jobs: jobs, Messages: len(inputs), Elapsed: elapsed.Seconds(),
+		PublishRate: float64(len(inputs)) / published.Seconds(), AppliedRate: float64(len(inputs)) / elapsed.Seconds(),
+		LifeRate: float64(jobs) / elapsed.Seconds()}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	res.Latency.P50, res.Latency.P90 = ms(pct(latencies, 0.50)), ms(pct(latencies, 0.90))
+	res.Latency.P99, res.Latency.Max = ms(pct(latencies, 0.99)), ms(pct(latencies, 1))
+	return res, nil
 }
 
 func waitConfirms(ctx context.Context, pending []*amqp.DeferredConfirmation) error {
