@@ -8,11 +8,23 @@
 //
 //	execdb-load --amqp-url amqp://guest:guest@127.0.0.1:5672/ --jobs 20000
 //
+// With --null-pipeline the tool stands in for ExecDB itself: it consumes the same messages from
+// a queue of its own declared and bound as ExecDB's, and for each publishes the job-state
+// message ExecDB would announce, with publisher confirms, acknowledging the delivery after the
+// confirm, without a database. The same publishing side then measures the ceiling of the
+// broker alone, and ExecDB's rate can be given as a share of it. Use a topic prefix no ExecDB
+// consumes.
+//
+//	execdb-load --null-pipeline --topic-prefix org.fedoraproject.null --jobs 20000
+//
 // `execdb-load http` is HTTP write load against a running `execdb serve` instead: creates or
 // whole job lives, over N keep-alive connections, with throughput and latency per request kind
 // (see http.go and `execdb-load http -h`).
 //
 //	execdb-load http --server http://127.0.0.1:5003 --conns 32 --duration 20s --workload lives
+//
+// cmd/execdb-perf runs both against pgbench and the null pipeline, interleaved, and prints
+// ratios.
 package main
 
 import (
@@ -53,6 +65,8 @@ func main() {
 	window := flag.Int("window", 2000, "unconfirmed publishes in flight")
 	rate := flag.Float64("rate", 0, "publish at most this many messages/s; 0: as fast as the broker confirms")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
+	null := flag.Bool("null-pipeline", false, "stand in for ExecDB: consume from --null-queue, republish each message's announcement with confirms, no database (use a --topic-prefix no ExecDB consumes)")
+	nullQueue := flag.String("null-queue", "execdb-load-null", "the null pipeline's queue, declared like ExecDB's and deleted afterwards")
 	jsonOut := flag.Bool("json", false, "print the summary as one JSON object on stdout (and the report on stderr)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: execdb-load [flags]\n       execdb-load http [flags]\n\nPublishes job lives to ExecDB over AMQP and reports applied messages/s and latency.\n`execdb-load http -h` tells about the HTTP load.\n\n")
@@ -63,7 +77,7 @@ func main() {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	opts := busOptions{out: os.Stdout}
+	opts := busOptions{null: *null, nullQueue: *nullQueue, out: os.Stdout}
 	if *jsonOut {
 		opts.out = os.Stderr
 	}
@@ -91,14 +105,16 @@ type input struct {
 	key   string // job uuid + announced state
 }
 
-// busOptions are the bus mode's options beyond the workload: where the report goes.
+// busOptions are the bus mode's additions: the null pipeline and where the report goes.
 type busOptions struct {
-	out io.Writer
+	null      bool
+	nullQueue string
+	out       io.Writer
 }
 
 // busResult is the summary of a bus run; the JSON form is what execdb-perf reads.
 type busResult struct {
-	Mode        string  `json:"mode"` // "execdb"
+	Mode        string  `json:"mode"` // "execdb" or "null"
 	Jobs        int     `json:"jobs"`
 	Messages    int     `json:"messages"`
 	PublishRate float64 `json:"published_per_s"`
@@ -115,6 +131,8 @@ type busResult struct {
 
 func run(ctx context.Context, url, exchange, prefix string, jobs, chunk, window int, rate float64, opts busOptions) (*busResult, error) {
 	out := opts.out
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
 	conn, err := rabbitmq.Dial(ctx, url, "execdb-load")
 	if err != nil {
 		return nil, err
@@ -139,6 +157,19 @@ func run(ctx context.Context, url, exchange, prefix string, jobs, chunk, window 
 	deliveries, err := wch.Consume(q.Name, "", true, true, false, false, nil)
 	if err != nil {
 		return nil, fmt.Errorf("consume watch queue: %w", err)
+	}
+
+	if opts.null {
+		np, err := startNull(ctx, url, exchange, prefix, opts.nullQueue, abort)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err := np.stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "execdb-load: null pipeline:", err)
+			}
+		}()
+		fmt.Fprintf(out, "null pipeline: this tool stands in for ExecDB on queue %s (no database)\n", opts.nullQueue)
 	}
 
 	var inputs []input
@@ -173,7 +204,7 @@ func run(ctx context.Context, url, exchange, prefix string, jobs, chunk, window 
 		for n := 0; n < len(inputs); {
 			select {
 			case <-ctx.Done():
-				watchErr = fmt.Errorf("%d of %d applied when giving up: %w", n, len(inputs), ctx.Err())
+				watchErr = fmt.Errorf("%d of %d applied when giving up: %w", n, len(inputs), context.Cause(ctx))
 				return
 			case d, ok := <-deliveries:
 				if !ok {
@@ -271,6 +302,9 @@ func run(ctx context.Context, url, exchange, prefix string, jobs, chunk, window 
 	res := &busResult{Mode: "execdb", Jobs: jobs, Messages: len(inputs), Elapsed: elapsed.Seconds(),
 		PublishRate: float64(len(inputs)) / published.Seconds(), AppliedRate: float64(len(inputs)) / elapsed.Seconds(),
 		LifeRate: float64(jobs) / elapsed.Seconds()}
+	if opts.null {
+		res.Mode = "null"
+	}
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	res.Latency.P50, res.Latency.P90 = ms(pct(latencies, 0.50)), ms(pct(latencies, 0.90))
 	res.Latency.P99, res.Latency.Max = ms(pct(latencies, 0.99)), ms(pct(latencies, 1))
