@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 
 // busDeps is what the bus side of serve is built from.
 type busDeps struct {
-	cfg      serveConfig
+	cfg      Config
 	store    *jobs.Service
 	backend  storage.Backend // the outbox the relay publishes
 	log      *zap.Logger

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"errors"
@@ -16,50 +16,81 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/api"
+	"github.com/fedora-qa/execdb/internal/command"
 	"github.com/fedora-qa/execdb/jobs"
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
-// serveConfig is every setting of `execdb serve`. Each has a flag and an EXECDB_* variable
-// (CONTRACT section 7); the flag wins over the variable, the variable over the default. Every
-// setting is checked as it is read (parseServeConfig), before serve opens anything.
-type serveConfig struct {
-	DB              string
-	Listen          string
-	TopicPrefix     string
-	AMQPURL         string
-	AMQPExchange    string
-	AMQPQueue       string
-	FedmsgConnect   []string
-	FedmsgBind      string
-	TokensFile      string
-	Tokens          map[string]api.Token // read from TokensFile; empty without one
-	ParkTTL         time.Duration
-	RunTimeout      time.Duration
-	ScheduleTimeout time.Duration
-	AutoReschedule  int
-	RescheduleDelay time.Duration
-	LogFormat       string
-	LogLevel        zapcore.Level
-	BaseURL         string
-	ResultsDBURL    string
-	Retention       jobs.Retention
+// Config is every setting of `execdb serve`, and what Run needs besides. Each setting has a
+// flag and an EXECDB_* variable (CONTRACT section 7, settings below); the flag wins over the
+// variable, the variable over the default. Serve checks every setting as it reads it
+// (parseConfig), before it opens anything. For Run, a zero setting is its default.
+type Config struct {
+	DB              string               // EXECDB_DB: postgres://… or sqlite:PATH
+	Listen          string               // EXECDB_LISTEN: the HTTP address, HOST:PORT (port 0: any free one)
+	TopicPrefix     string               // EXECDB_TOPIC_PREFIX: the prefix of every topic in and out
+	AMQPURL         string               // EXECDB_AMQP_URL: the broker; empty: no AMQP
+	AMQPExchange    string               // EXECDB_AMQP_EXCHANGE
+	AMQPQueue       string               // EXECDB_AMQP_QUEUE: ExecDB's own durable queue
+	FedmsgConnect   []string             // EXECDB_FEDMSG_CONNECT: ZeroMQ endpoints to subscribe to
+	FedmsgBind      string               // EXECDB_FEDMSG_BIND: the ZeroMQ endpoint to publish on; empty: none
+	TokensFile      string               // EXECDB_TOKENS_FILE: where Tokens were read from
+	Tokens          map[string]api.Token // read from TokensFile; empty: writes from loopback only
+	ParkTTL         time.Duration        // EXECDB_PARK_TTL
+	RunTimeout      time.Duration        // EXECDB_RUN_TIMEOUT
+	ScheduleTimeout time.Duration        // EXECDB_SCHEDULE_TIMEOUT
+	AutoReschedule  int                  // EXECDB_AUTO_RESCHEDULE: 0 (and 1) is off
+	RescheduleDelay time.Duration        // EXECDB_RESCHEDULE_DELAY
+	LogFormat       string               // EXECDB_LOG_FORMAT: Serve builds Log with it
+	LogLevel        zapcore.Level        // EXECDB_LOG_LEVEL: likewise
+	BaseURL         string               // EXECDB_BASE_URL, without a trailing slash
+	ResultsDBURL    string               // EXECDB_RESULTSDB_URL, without a trailing slash
+	Retention       jobs.Retention       // EXECDB_RETENTION: zero keeps everything
+
+	// Log is the service's log; nil logs nothing.
+	Log *zap.Logger
+	// Listening, when set, is told the HTTP address once Run accepts connections, so that a
+	// caller listening on port 0 learns the port.
+	Listening func(addr string)
+}
+
+// withDefaults is c with every zero setting replaced by its default.
+func (c Config) withDefaults() Config {
+	var d Config
+	for _, s := range settings() {
+		if err := s.set(&d, s.def); err != nil {
+			panic(err) // a bad default is a programming error
+		}
+	}
+	for _, f := range []struct{ v, def *string }{{&c.DB, &d.DB}, {&c.Listen, &d.Listen}, {&c.TopicPrefix, &d.TopicPrefix},
+		{&c.AMQPExchange, &d.AMQPExchange}, {&c.AMQPQueue, &d.AMQPQueue}} {
+		if *f.v == "" {
+			*f.v = *f.def
+		}
+	}
+	for _, f := range []struct{ v, def *time.Duration }{{&c.ParkTTL, &d.ParkTTL}, {&c.RunTimeout, &d.RunTimeout},
+		{&c.ScheduleTimeout, &d.ScheduleTimeout}, {&c.RescheduleDelay, &d.RescheduleDelay}} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	return c
 }
 
 // setting describes one flag of serve or migrate.
 type setting struct {
 	flag, env, def, help string
-	set                  func(c *serveConfig, v string) error
+	set                  func(c *Config, v string) error
 }
 
-func stringSetting(flagName, env, def, help string, field func(*serveConfig) *string) setting {
-	return setting{flagName, env, def, help, func(c *serveConfig, v string) error { *field(c) = v; return nil }}
-}
-
-func durationSetting(flagName, env, def, help string, field func(*serveConfig) *time.Duration) setting {
-	return setting{flagName, env, def, help, func(c *serveConfig, v string) error {
+func durationSetting(flagName, env, def, help string, field func(*Config) *time.Duration) setting {
+	return setting{flagName, env, def, help, func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			return fmt.Errorf("want a positive duration such as 90s, 30m or 3h, got %q", v)
@@ -79,14 +110,14 @@ var amqpNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.:/-]{1,255}$`)
 
 func settings() []setting {
 	return []setting{
-		{"db", "EXECDB_DB", "sqlite:execdb.db", "database: postgres://… or sqlite:PATH", func(c *serveConfig, v string) error {
+		{"db", "EXECDB_DB", "sqlite:execdb.db", "database: postgres://… or sqlite:PATH", func(c *Config, v string) error {
 			if err := checkDB(v); err != nil {
 				return err
 			}
 			c.DB = v
 			return nil
 		}},
-		{"listen", "EXECDB_LISTEN", "127.0.0.1:5003", "HTTP address to listen on, HOST:PORT", func(c *serveConfig, v string) error {
+		{"listen", "EXECDB_LISTEN", "127.0.0.1:5003", "HTTP address to listen on, HOST:PORT", func(c *Config, v string) error {
 			_, port, err := net.SplitHostPort(v)
 			if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
 				return fmt.Errorf("want HOST:PORT such as 127.0.0.1:5003 or :5003, got %q", v)
@@ -94,14 +125,14 @@ func settings() []setting {
 			c.Listen = v
 			return nil
 		}},
-		{"topic-prefix", "EXECDB_TOPIC_PREFIX", "org.fedoraproject.dev", "prefix of every topic in and out", func(c *serveConfig, v string) error {
+		{"topic-prefix", "EXECDB_TOPIC_PREFIX", "org.fedoraproject.dev", "prefix of every topic in and out", func(c *Config, v string) error {
 			if !topicPrefixPattern.MatchString(v) {
 				return fmt.Errorf("want dot-separated words of letters, digits, _ and - (no spaces, * or #), e.g. org.fedoraproject.prod, got %q", v)
 			}
 			c.TopicPrefix = v
 			return nil
 		}},
-		{"amqp-url", "EXECDB_AMQP_URL", "", "AMQP broker to consume from and publish to, amqp:// or amqps:// (unset: no AMQP)", func(c *serveConfig, v string) error {
+		{"amqp-url", "EXECDB_AMQP_URL", "", "AMQP broker to consume from and publish to, amqp:// or amqps:// (unset: no AMQP)", func(c *Config, v string) error {
 			if v == "" {
 				return nil
 			}
@@ -112,21 +143,21 @@ func settings() []setting {
 			c.AMQPURL = v
 			return nil
 		}},
-		{"amqp-exchange", "EXECDB_AMQP_EXCHANGE", "amq.topic", "AMQP topic exchange for both directions", func(c *serveConfig, v string) error {
+		{"amqp-exchange", "EXECDB_AMQP_EXCHANGE", "amq.topic", "AMQP topic exchange for both directions", func(c *Config, v string) error {
 			if !amqpNamePattern.MatchString(v) {
 				return fmt.Errorf("want an exchange name of letters, digits and _ . : / -, got %q", v)
 			}
 			c.AMQPExchange = v
 			return nil
 		}},
-		{"amqp-queue", "EXECDB_AMQP_QUEUE", "execdb", "ExecDB's own durable AMQP queue", func(c *serveConfig, v string) error {
+		{"amqp-queue", "EXECDB_AMQP_QUEUE", "execdb", "ExecDB's own durable AMQP queue", func(c *Config, v string) error {
 			if !amqpNamePattern.MatchString(v) || strings.HasPrefix(v, "amq.") {
 				return fmt.Errorf("want a queue name of letters, digits and _ . : / -, not starting with amq., got %q", v)
 			}
 			c.AMQPQueue = v
 			return nil
 		}},
-		{"fedmsg-connect", "EXECDB_FEDMSG_CONNECT", "", "comma-separated ZeroMQ endpoints to subscribe to, e.g. tcp://hub.example.org:9940", func(c *serveConfig, v string) error {
+		{"fedmsg-connect", "EXECDB_FEDMSG_CONNECT", "", "comma-separated ZeroMQ endpoints to subscribe to, e.g. tcp://hub.example.org:9940", func(c *Config, v string) error {
 			c.FedmsgConnect = nil
 			for _, ep := range splitList(v) {
 				if err := checkEndpoint(ep, false); err != nil {
@@ -136,7 +167,7 @@ func settings() []setting {
 			}
 			return nil
 		}},
-		{"fedmsg-bind", "EXECDB_FEDMSG_BIND", "", "ZeroMQ endpoint to publish job-state messages on, e.g. tcp://*:3000", func(c *serveConfig, v string) error {
+		{"fedmsg-bind", "EXECDB_FEDMSG_BIND", "", "ZeroMQ endpoint to publish job-state messages on, e.g. tcp://*:3000", func(c *Config, v string) error {
 			if v != "" {
 				if err := checkEndpoint(v, true); err != nil {
 					return err
@@ -145,7 +176,7 @@ func settings() []setting {
 			c.FedmsgBind = v
 			return nil
 		}},
-		{"tokens-file", "EXECDB_TOKENS_FILE", "", "file of name:token[:scope,…] lines; unset: writes from loopback only", func(c *serveConfig, v string) error {
+		{"tokens-file", "EXECDB_TOKENS_FILE", "", "file of name:token[:scope,…] lines; unset: writes from loopback only", func(c *Config, v string) error {
 			tokens, err := loadTokens(v)
 			if err != nil {
 				return err
@@ -153,10 +184,10 @@ func settings() []setting {
 			c.TokensFile, c.Tokens = v, tokens
 			return nil
 		}},
-		durationSetting("park-ttl", "EXECDB_PARK_TTL", "1h", "how long a message for an unknown job waits for it", func(c *serveConfig) *time.Duration { return &c.ParkTTL }),
-		durationSetting("run-timeout", "EXECDB_RUN_TIMEOUT", "3h", "RUNNING longer than this: the watchdog crashes the job", func(c *serveConfig) *time.Duration { return &c.RunTimeout }),
-		durationSetting("schedule-timeout", "EXECDB_SCHEDULE_TIMEOUT", "24h", "SCHEDULED longer than this: the watchdog crashes the job", func(c *serveConfig) *time.Duration { return &c.ScheduleTimeout }),
-		{"auto-reschedule", "EXECDB_AUTO_RESCHEDULE", "0", "attempts allowed for automatic rescheduling of non-fatal crashes: a crashed job whose attempt is below it gets a successor; 0 (or 1) = off", func(c *serveConfig, v string) error {
+		durationSetting("park-ttl", "EXECDB_PARK_TTL", "1h", "how long a message for an unknown job waits for it", func(c *Config) *time.Duration { return &c.ParkTTL }),
+		durationSetting("run-timeout", "EXECDB_RUN_TIMEOUT", "3h", "RUNNING longer than this: the watchdog crashes the job", func(c *Config) *time.Duration { return &c.RunTimeout }),
+		durationSetting("schedule-timeout", "EXECDB_SCHEDULE_TIMEOUT", "24h", "SCHEDULED longer than this: the watchdog crashes the job", func(c *Config) *time.Duration { return &c.ScheduleTimeout }),
+		{"auto-reschedule", "EXECDB_AUTO_RESCHEDULE", "0", "attempts allowed for automatic rescheduling of non-fatal crashes: a crashed job whose attempt is below it gets a successor; 0 (or 1) = off", func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
 				return fmt.Errorf("want a whole number ≥ 0, got %q", v)
@@ -164,8 +195,8 @@ func settings() []setting {
 			c.AutoReschedule = n
 			return nil
 		}},
-		durationSetting("reschedule-delay", "EXECDB_RESCHEDULE_DELAY", "30s", "wait before the first automatic reschedule of a crash; doubles with each further attempt", func(c *serveConfig) *time.Duration { return &c.RescheduleDelay }),
-		{"retention", "EXECDB_RETENTION", "", "what serve prunes, and after how long, e.g. FINISHED=90d,CRASHED=365d,rejected=30d (unset: keep all)", func(c *serveConfig, v string) error {
+		durationSetting("reschedule-delay", "EXECDB_RESCHEDULE_DELAY", "30s", "wait before the first automatic reschedule of a crash; doubles with each further attempt", func(c *Config) *time.Duration { return &c.RescheduleDelay }),
+		{"retention", "EXECDB_RETENTION", "", "what serve prunes, and after how long, e.g. FINISHED=90d,CRASHED=365d,rejected=30d (unset: keep all)", func(c *Config, v string) error {
 			r, err := jobs.ParseRetention(v)
 			if err != nil {
 				return err
@@ -173,24 +204,24 @@ func settings() []setting {
 			c.Retention = r
 			return nil
 		}},
-		{"base-url", "EXECDB_BASE_URL", "", "public URL ExecDB is served under, e.g. https://taskotron.example.org/execdb, for links in messages and pages", func(c *serveConfig, v string) error {
+		{"base-url", "EXECDB_BASE_URL", "", "public URL ExecDB is served under, e.g. https://taskotron.example.org/execdb, for links in messages and pages", func(c *Config, v string) error {
 			u, err := checkHTTPURL(v)
 			c.BaseURL = u
 			return err
 		}},
-		{"resultsdb-url", "EXECDB_RESULTSDB_URL", "", "ResultsDB API base, e.g. https://taskotron.example.org/resultsdb_api/api/v2.0, for links to a job's results", func(c *serveConfig, v string) error {
+		{"resultsdb-url", "EXECDB_RESULTSDB_URL", "", "ResultsDB API base, e.g. https://taskotron.example.org/resultsdb_api/api/v2.0, for links to a job's results", func(c *Config, v string) error {
 			u, err := checkHTTPURL(v)
 			c.ResultsDBURL = u
 			return err
 		}},
-		{"log-format", "EXECDB_LOG_FORMAT", "json", "log format: json or console", func(c *serveConfig, v string) error {
+		{"log-format", "EXECDB_LOG_FORMAT", "json", "log format: json or console", func(c *Config, v string) error {
 			if v != "json" && v != "console" {
 				return fmt.Errorf("want json or console, got %q", v)
 			}
 			c.LogFormat = v
 			return nil
 		}},
-		{"log-level", "EXECDB_LOG_LEVEL", "info", "least important level logged: debug, info, warn or error", func(c *serveConfig, v string) error {
+		{"log-level", "EXECDB_LOG_LEVEL", "info", "least important level logged: debug, info, warn or error", func(c *Config, v string) error {
 			l, err := zapcore.ParseLevel(v)
 			if err != nil || !slices.Contains([]string{"debug", "info", "warn", "error"}, v) {
 				return fmt.Errorf("want debug, info, warn or error, got %q", v)
@@ -277,11 +308,11 @@ func loadTokens(path string) (map[string]api.Token, error) {
 	return tokens, nil
 }
 
-// parseServeConfig reads the settings named in only (all when empty) from args and the
+// parseConfig reads the settings named in only (all when empty) from args and the
 // environment and checks each; a bad one is a usage error naming its variable and flag. It
 // returns errUsage after printing help or a usage error to stderr.
-func parseServeConfig(name, synopsis string, args []string, e env, only ...string) (serveConfig, error) {
-	var cfg serveConfig
+func parseConfig(name, synopsis string, args []string, e command.Env, only ...string) (Config, error) {
+	var cfg Config
 	fs := flag.NewFlagSet("execdb "+name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	chosen := map[string]setting{}
@@ -310,15 +341,15 @@ func parseServeConfig(name, synopsis string, args []string, e env, only ...strin
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			printUsage(e.stdout)
+			printUsage(e.Stdout)
 			return cfg, errHelp
 		}
-		fmt.Fprintf(e.stderr, "execdb %s: %v\n\n", name, err)
-		printUsage(e.stderr)
+		fmt.Fprintf(e.Stderr, "execdb %s: %v\n\n", name, err)
+		printUsage(e.Stderr)
 		return cfg, errUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(e.stderr, "execdb %s: unexpected argument %q\n", name, fs.Arg(0))
+		fmt.Fprintf(e.Stderr, "execdb %s: unexpected argument %q\n", name, fs.Arg(0))
 		return cfg, errUsage
 	}
 	explicit := map[string]bool{}
@@ -331,14 +362,14 @@ func parseServeConfig(name, synopsis string, args []string, e env, only ...strin
 			continue
 		}
 		v, from := s.def, "the default"
-		if ev := e.getenv(s.env); ev != "" {
+		if ev := e.Getenv(s.env); ev != "" {
 			v, from = ev, "the environment"
 		}
 		if explicit[s.flag] {
 			v, from = *values[s.flag], "the command line"
 		}
 		if err := s.set(&cfg, v); err != nil {
-			fmt.Fprintf(e.stderr, "execdb %s: %s (--%s), from %s: %v\n", name, s.env, s.flag, from, err)
+			fmt.Fprintf(e.Stderr, "execdb %s: %s (--%s), from %s: %v\n", name, s.env, s.flag, from, err)
 			return cfg, errUsage
 		}
 	}

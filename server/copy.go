@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/fedora-qa/execdb/internal/command"
 	"github.com/fedora-qa/execdb/jobs"
 )
 
@@ -21,7 +22,9 @@ to the source before, and start it on the target after:
 
 A target that already holds jobs or messages is refused, and nothing is written to it.`
 
-func cmdCopy(ctx context.Context, args []string, e env) int {
+// Copy is `execdb copy --from DB --to DB`: it copies one database into another, empty one
+// (jobs.Copy), both migrated first.
+func Copy(ctx context.Context, args []string, e command.Env) int {
 	fs := flag.NewFlagSet("execdb copy", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	from := fs.String("from", "", "the database to copy: sqlite:PATH or postgres://…")
@@ -33,49 +36,49 @@ func cmdCopy(ctx context.Context, args []string, e env) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			usage(e.stdout)
-			return exitOK
+			usage(e.Stdout)
+			return command.ExitOK
 		}
-		fmt.Fprintf(e.stderr, "execdb copy: %v\n\n", err)
-		usage(e.stderr)
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "execdb copy: %v\n\n", err)
+		usage(e.Stderr)
+		return command.ExitUsage
 	}
 	if fs.NArg() > 0 || *from == "" || *to == "" {
-		fmt.Fprintln(e.stderr, "execdb copy: give --from and --to, and nothing else")
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "execdb copy: give --from and --to, and nothing else")
+		return command.ExitUsage
 	}
 	for _, db := range []struct{ flag, v string }{{"--from", *from}, {"--to", *to}} {
 		if err := checkDB(db.v); err != nil {
-			fmt.Fprintf(e.stderr, "execdb copy: %s: %v\n", db.flag, err)
-			return exitUsage
+			fmt.Fprintf(e.Stderr, "execdb copy: %s: %v\n", db.flag, err)
+			return command.ExitUsage
 		}
 	}
 	if *from == *to {
-		fmt.Fprintln(e.stderr, "execdb copy: --from and --to name the same database")
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "execdb copy: --from and --to name the same database")
+		return command.ExitUsage
 	}
 	src, err := openBackend(ctx, *from)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "execdb copy: --from: %v\n", err)
-		return exitRefused
+		fmt.Fprintf(e.Stderr, "execdb copy: --from: %v\n", err)
+		return command.ExitRefused
 	}
 	defer src.Close()
 	dst, err := openBackend(ctx, *to)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "execdb copy: --to: %v\n", err)
-		return exitRefused
+		fmt.Fprintf(e.Stderr, "execdb copy: --to: %v\n", err)
+		return command.ExitRefused
 	}
 	defer dst.Close()
 	res, err := jobs.Copy(ctx, src, dst, func(r jobs.CopyResult) {
-		fmt.Fprintf(e.stderr, "\rcopied %d jobs, %d history entries, %d messages to publish, %d parked, %d rejected",
+		fmt.Fprintf(e.Stderr, "\rcopied %d jobs, %d history entries, %d messages to publish, %d parked, %d rejected",
 			r.Jobs, r.History, r.Outbox, r.Parked, r.Rejected)
 	})
-	fmt.Fprintln(e.stderr)
+	fmt.Fprintln(e.Stderr)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "execdb copy: %v\n", err)
-		return exitRefused
+		fmt.Fprintf(e.Stderr, "execdb copy: %v\n", err)
+		return command.ExitRefused
 	}
-	fmt.Fprintf(e.stdout, "copied %d jobs, %d history entries, %d messages to publish, %d parked events and %d rejected messages from %s to %s\n",
+	fmt.Fprintf(e.Stdout, "copied %d jobs, %d history entries, %d messages to publish, %d parked events and %d rejected messages from %s to %s\n",
 		res.Jobs, res.History, res.Outbox, res.Parked, res.Rejected, redactURL(*from), redactURL(*to))
-	return exitOK
+	return command.ExitOK
 }

@@ -1,4 +1,9 @@
-package main
+// Package server is `execdb serve`: Run wires the job service (jobs) over the database backend
+// to the HTTP API, the bus consumers, the outbox relay, the watchdog and the pruner, and runs
+// them until its context ends. It also holds the commands that run it or work on its database
+// directly (Serve, Migrate, Copy), the settings they read from flags and EXECDB_* variables
+// (Config), and the job service's after-commit hook (CommitHook).
+package server
 
 import (
 	"context"
@@ -11,9 +16,10 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/api"
+	"github.com/fedora-qa/execdb/internal/command"
 	"github.com/fedora-qa/execdb/internal/metrics"
+	"github.com/fedora-qa/execdb/internal/version"
 	"github.com/fedora-qa/execdb/jobs"
-	"github.com/fedora-qa/execdb/server"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/storage/postgres"
@@ -27,47 +33,52 @@ import (
 const serveSynopsis = `Run ExecDB: the HTTP API, the bus consumers, the publisher and the watchdog in one
 process. The database is migrated at start. SIGINT or SIGTERM shut it down gracefully.`
 
-func cmdServe(ctx context.Context, args []string, e env) int {
-	cfg, err := parseServeConfig("serve", serveSynopsis, args, e)
+// Serve is `execdb serve`: it reads every setting from args and the environment, checks them
+// (a bad one exits 2 naming its variable and flag), builds the log and runs the service (Run)
+// until ctx ends. Exit status 1 when the service fails.
+func Serve(ctx context.Context, args []string, e command.Env) int {
+	cfg, err := parseConfig("serve", serveSynopsis, args, e)
 	if err != nil {
 		return exitCodeFor(err)
 	}
 	log, err := newLogger(cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "execdb serve: %v\n", err)
-		return exitRefused
+		fmt.Fprintf(e.Stderr, "execdb serve: %v\n", err)
+		return command.ExitRefused
 	}
 	defer log.Sync() //nolint:errcheck
-	if err := serve(ctx, cfg, log, nil); err != nil {
+	cfg.Log = log
+	if err := Run(ctx, cfg); err != nil {
 		log.Error("execdb stopped", zap.Error(err))
-		return exitRefused
+		return command.ExitRefused
 	}
-	return exitOK
+	return command.ExitOK
 }
 
 const migrateSynopsis = `Apply the database schema migrations and exit. serve also applies them at start; run this
 to migrate ahead of a rollout. Several processes may migrate at once.`
 
-func cmdMigrate(ctx context.Context, args []string, e env) int {
-	cfg, err := parseServeConfig("migrate", migrateSynopsis, args, e, "db")
+// Migrate is `execdb migrate`: it migrates the database EXECDB_DB (--db) names and exits.
+func Migrate(ctx context.Context, args []string, e command.Env) int {
+	cfg, err := parseConfig("migrate", migrateSynopsis, args, e, "db")
 	if err != nil {
 		return exitCodeFor(err)
 	}
 	backend, err := openBackend(ctx, cfg.DB)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "execdb migrate: %v\n", err)
-		return exitRefused
+		fmt.Fprintf(e.Stderr, "execdb migrate: %v\n", err)
+		return command.ExitRefused
 	}
 	defer backend.Close()
-	fmt.Fprintf(e.stdout, "database %s is migrated\n", redactURL(cfg.DB))
-	return exitOK
+	fmt.Fprintf(e.Stdout, "database %s is migrated\n", redactURL(cfg.DB))
+	return command.ExitOK
 }
 
 func exitCodeFor(err error) int {
 	if errors.Is(err, errHelp) {
-		return exitOK
+		return command.ExitOK
 	}
-	return exitUsage
+	return command.ExitUsage
 }
 
 // migratingBackend is a backend that can apply its migrations.
@@ -121,12 +132,17 @@ func newLogger(format string, level zapcore.Level) (*zap.Logger, error) {
 	return cfg.Build()
 }
 
-// serve runs the service until ctx is done. listening, when not nil, is told the HTTP address
-// once the server accepts connections (tests listen on port 0).
-func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func(addr string)) error {
-	// Every setting was checked when it was read (parseServeConfig): now the port, then the
+// Run runs the service until ctx is done: it listens on cfg.Listen, opens and migrates the
+// database, starts the bus side, the watchdog and the pruner, and serves the HTTP API. Then it
+// stops them in order (the bus side and the sweeps, then HTTP after its requests in flight, the
+// database last) and returns nil; an error means the service could not start or HTTP failed.
+// A zero setting of cfg is its default; Run does not check the others again (Serve did).
+func Run(ctx context.Context, cfg Config) error {
+	cfg = cfg.withDefaults()
+	log := cfg.Log
+	// Every setting was checked when it was read (parseConfig): now the port, then the
 	// database.
-	build := readBuildInfo()
+	build := version.Read()
 	log.Info("execdb starting", zap.String("version", build.Version), zap.String("commit", build.Commit),
 		zap.String("go", build.GoVersion), zap.String("db", redactURL(cfg.DB)), zap.String("listen", cfg.Listen),
 		zap.Stringer("retention", cfg.Retention))
@@ -154,7 +170,7 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	auto := statemachine.AutoPolicy{Limit: cfg.AutoReschedule, FirstDelay: cfg.RescheduleDelay}
 	store := jobs.New(backend, jobs.Config{TopicPrefix: cfg.TopicPrefix, BaseURL: cfg.BaseURL, AutoReschedule: &auto,
-		OnCommit: server.CommitHook(log, metrics.NewJobs(registry))})
+		OnCommit: CommitHook(log, metrics.NewJobs(registry))})
 
 	// The consumers, the relay and the sweeps run until stopBackground: on shutdown, before the
 	// HTTP server, so that no message is taken that could not be finished.
@@ -188,8 +204,8 @@ func serve(ctx context.Context, cfg serveConfig, log *zap.Logger, listening func
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
-	if listening != nil {
-		listening(ln.Addr().String())
+	if cfg.Listening != nil {
+		cfg.Listening(ln.Addr().String())
 	}
 
 	select {

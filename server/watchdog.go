@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 
 // watchdogDeps is what the watchdog and the automatic rescheduler are built from.
 type watchdogDeps struct {
-	cfg      serveConfig
+	cfg      Config
 	store    *jobs.Service
 	log      *zap.Logger
 	registry *prometheus.Registry

@@ -1,4 +1,9 @@
-package main
+// Package cli is the execdb command line's client commands: job (create, start, finish, show,
+// events, reschedule), jobs, stats, reschedule, rejected and prune. Each is a thin client of the
+// HTTP API (package client) with retries; each takes flags and EXECDB_SERVER, EXECDB_TOKEN and
+// EXECDB_TIMEOUT, prints text or the API's JSON (--json), and exits 0, 1 when the server refused
+// or could not be reached, 2 on a usage error (CONTRACT sections 6 and 7).
+package cli
 
 import (
 	"errors"
@@ -9,14 +14,15 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/client"
+	"github.com/fedora-qa/execdb/internal/command"
 )
 
 // Plumbing the client commands share: flag sets with interleaved positional arguments, help
 // texts that name the environment variables, the client flags and the error reporting.
 
-// cli is one client command being run: its flags, its help and its streams.
-type cli struct {
-	e        env
+// invocation is one client command being run: its flags, its help and its streams.
+type invocation struct {
+	e        command.Env
 	name     string // e.g. "execdb job start"
 	synopsis string // what follows the name in the usage line
 	about    string // what the command does, a paragraph or two
@@ -71,8 +77,8 @@ var extraClientOptions []client.Option
 // clientFlagNames are the flags addClientFlags declares, listed apart in the help.
 var clientFlagNames = []string{"server", "token", "json", "timeout"}
 
-func newCLI(e env, name, synopsis, about string) *cli {
-	c := &cli{e: e, name: name, synopsis: synopsis, about: about}
+func newInvocation(e command.Env, name, synopsis, about string) *invocation {
+	c := &invocation{e: e, name: name, synopsis: synopsis, about: about}
 	c.fs = flag.NewFlagSet(name, flag.ContinueOnError)
 	c.fs.SetOutput(io.Discard) // errors and help are printed by parse
 	c.fs.StringVar(&c.co.server, "server", "",
@@ -87,17 +93,17 @@ func newCLI(e env, name, synopsis, about string) *cli {
 	return c
 }
 
-func (c *cli) stringVar(p *string, name, usage string) {
+func (c *invocation) stringVar(p *string, name, usage string) {
 	c.fs.StringVar(p, name, "", usage)
 	c.order = append(c.order, name)
 }
 
-func (c *cli) boolVar(p *bool, name, usage string) {
+func (c *invocation) boolVar(p *bool, name, usage string) {
 	c.fs.BoolVar(p, name, false, usage)
 	c.order = append(c.order, name)
 }
 
-func (c *cli) multiVar(p *multiFlag, name, usage string) {
+func (c *invocation) multiVar(p *multiFlag, name, usage string) {
 	c.fs.Var(p, name, usage)
 	c.order = append(c.order, name)
 }
@@ -105,12 +111,12 @@ func (c *cli) multiVar(p *multiFlag, name, usage string) {
 // parse parses args, flags and positional arguments in any order ("--" ends the flags). When
 // ok is false the command is over with the exit code code: help was asked for (0) or the
 // arguments are wrong (2, with the reason on stderr).
-func (c *cli) parse(args []string) (positional []string, code int, ok bool) {
+func (c *invocation) parse(args []string) (positional []string, code int, ok bool) {
 	for {
 		err := c.fs.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
-			c.usage(c.e.stdout)
-			return nil, exitOK, false
+			c.usage(c.e.Stdout)
+			return nil, command.ExitOK, false
 		}
 		if err != nil {
 			return nil, c.usageError("%v", err), false
@@ -118,25 +124,25 @@ func (c *cli) parse(args []string) (positional []string, code int, ok bool) {
 		rest := c.fs.Args()
 		consumed := len(args) - len(rest)
 		if consumed > 0 && args[consumed-1] == "--" {
-			return append(positional, rest...), exitOK, true
+			return append(positional, rest...), command.ExitOK, true
 		}
 		if len(rest) == 0 {
-			return positional, exitOK, true
+			return positional, command.ExitOK, true
 		}
 		positional = append(positional, rest[0])
 		args = rest[1:]
 	}
 }
 
-// usageError prints a usage error and a pointer to the help; it returns exitUsage.
-func (c *cli) usageError(format string, args ...any) int {
-	fmt.Fprintf(c.e.stderr, "%s: %s\n", c.name, fmt.Sprintf(format, args...))
-	fmt.Fprintf(c.e.stderr, "Run '%s --help' for usage.\n", c.name)
-	return exitUsage
+// usageError prints a usage error and a pointer to the help; it returns command.ExitUsage.
+func (c *invocation) usageError(format string, args ...any) int {
+	fmt.Fprintf(c.e.Stderr, "%s: %s\n", c.name, fmt.Sprintf(format, args...))
+	fmt.Fprintf(c.e.Stderr, "Run '%s --help' for usage.\n", c.name)
+	return command.ExitUsage
 }
 
 // usage prints the command's help.
-func (c *cli) usage(w io.Writer) {
+func (c *invocation) usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: %s %s\n\n%s\n", c.name, c.synopsis, strings.TrimSpace(c.about))
 	if len(c.order) > 0 {
 		fmt.Fprintln(w, "\nFlags:")
@@ -167,19 +173,19 @@ func printFlag(w io.Writer, f *flag.Flag) {
 
 // client makes the API client from the client flags and the environment. An error is a usage
 // error.
-func (c *cli) client() (*client.Client, error) {
+func (c *invocation) client() (*client.Client, error) {
 	server := c.co.server
 	if server == "" {
-		server = c.e.getenv("EXECDB_SERVER")
+		server = c.e.Getenv("EXECDB_SERVER")
 	}
 	token := c.co.token
 	if token == "" {
-		token = c.e.getenv("EXECDB_TOKEN")
+		token = c.e.Getenv("EXECDB_TOKEN")
 	}
 	budget, unanswered := client.DefaultBudget, client.DefaultUnansweredRead
 	if c.co.timeout.set {
 		budget, unanswered = c.co.timeout.d, 0 // a timeout asked for is the reads' too
-	} else if s := c.e.getenv("EXECDB_TIMEOUT"); s != "" {
+	} else if s := c.e.Getenv("EXECDB_TIMEOUT"); s != "" {
 		var d durationFlag
 		if err := d.Set(s); err != nil {
 			return nil, fmt.Errorf("EXECDB_TIMEOUT=%q: %v", s, err)
@@ -196,7 +202,7 @@ func (c *cli) client() (*client.Client, error) {
 		client.WithAttemptTimeout(attempt),
 		client.WithUserAgent("execdb-cli/1"),
 		client.WithLogf(func(format string, args ...any) {
-			fmt.Fprintf(c.e.stderr, "%s: %s\n", c.name, fmt.Sprintf(format, args...))
+			fmt.Fprintf(c.e.Stderr, "%s: %s\n", c.name, fmt.Sprintf(format, args...))
 		}),
 	}
 	opts = append(opts, extraClientOptions...)
@@ -207,26 +213,26 @@ func (c *cli) client() (*client.Client, error) {
 	return cl, nil
 }
 
-// fail reports an error from the server or the network and returns exitRefused. With --json an
+// fail reports an error from the server or the network and returns command.ExitRefused. With --json an
 // answer's body goes to stdout as well, so that a script sees e.g. the job of a 409.
-func (c *cli) fail(err error) int {
-	fmt.Fprintf(c.e.stderr, "%s: %v\n", c.name, err)
+func (c *invocation) fail(err error) int {
+	fmt.Fprintf(c.e.Stderr, "%s: %v\n", c.name, err)
 	var apiErr *client.APIError
 	if errors.As(err, &apiErr) {
 		if c.co.json && len(apiErr.Body) > 0 {
 			c.printRaw(apiErr.Body)
 		}
 		if apiErr.Job != nil {
-			fmt.Fprintf(c.e.stderr, "%s: the job as it stands: %s\n", c.name, jobSummary(*apiErr.Job))
+			fmt.Fprintf(c.e.Stderr, "%s: the job as it stands: %s\n", c.name, jobSummary(*apiErr.Job))
 		}
 	}
-	return exitRefused
+	return command.ExitRefused
 }
 
 // printRaw prints an API answer as sent, ending in a newline.
-func (c *cli) printRaw(body []byte) {
-	c.e.stdout.Write(body)
+func (c *invocation) printRaw(body []byte) {
+	c.e.Stdout.Write(body)
 	if len(body) == 0 || body[len(body)-1] != '\n' {
-		fmt.Fprintln(c.e.stdout)
+		fmt.Fprintln(c.e.Stdout)
 	}
 }

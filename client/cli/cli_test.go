@@ -1,9 +1,10 @@
-package main
+package cli
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/fedora-qa/execdb/client"
 	"github.com/fedora-qa/execdb/client/clienttest"
+	"github.com/fedora-qa/execdb/internal/command"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/google/uuid"
 )
@@ -29,6 +31,13 @@ func init() {
 	extraClientOptions = []client.Option{client.WithBackoff(time.Millisecond, 5*time.Millisecond)}
 }
 
+// run runs the client command args[0] names with the rest of args, as execdb does.
+func run(ctx context.Context, args []string, e command.Env) int {
+	cmds := []command.Command{{Name: "job", Run: Job}, {Name: "jobs", Run: Jobs}, {Name: "stats", Run: Stats},
+		{Name: "reschedule", Run: Reschedule}, {Name: "rejected", Run: Rejected}, {Name: "prune", Run: Prune}}
+	return command.Dispatch(ctx, "execdb", "command", cmds, func(io.Writer) {}, args, e)
+}
+
 type cliResult struct {
 	code           int
 	stdout, stderr string
@@ -38,7 +47,7 @@ type cliResult struct {
 func runCLI(t *testing.T, vars map[string]string, args ...string) cliResult {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	e := env{stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return vars[k] }}
+	e := command.Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return vars[k] }}
 	code := run(context.Background(), args, e)
 	return cliResult{code, stdout.String(), stderr.String()}
 }
@@ -61,7 +70,7 @@ func createJob(t *testing.T, vars map[string]string, extra ...string) uuid.UUID 
 	t.Helper()
 	args := append([]string{"job", "create", "--quiet", "--taskname", "rpmlint", "--item", "foo-1.0-1.fc40", "--item-type", "koji_build"}, extra...)
 	r := runCLI(t, vars, args...)
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	id, err := uuid.Parse(strings.TrimSpace(r.stdout))
 	if err != nil {
 		t.Fatalf("create --quiet printed %q, want a UUID alone", r.stdout)
@@ -117,8 +126,8 @@ func TestClientUsageErrors(t *testing.T) {
 	}
 	for _, args := range cases {
 		r := runCLI(t, vars, args...)
-		if r.code != exitUsage {
-			t.Errorf("execdb %s: exit status %d, want %d\nstderr: %s", strings.Join(args, " "), r.code, exitUsage, r.stderr)
+		if r.code != command.ExitUsage {
+			t.Errorf("execdb %s: exit status %d, want %d\nstderr: %s", strings.Join(args, " "), r.code, command.ExitUsage, r.stderr)
 			continue
 		}
 		if !strings.Contains(r.stderr, "--help") && !strings.Contains(r.stderr, "Usage:") {
@@ -129,7 +138,7 @@ func TestClientUsageErrors(t *testing.T) {
 		}
 	}
 	r := runCLI(t, map[string]string{"EXECDB_TIMEOUT": "whenever"}, "job", "show", u)
-	if r.code != exitUsage || !strings.Contains(r.stderr, "EXECDB_TIMEOUT") {
+	if r.code != command.ExitUsage || !strings.Contains(r.stderr, "EXECDB_TIMEOUT") {
 		t.Errorf("bad EXECDB_TIMEOUT: got %d %q, want a usage error naming it", r.code, r.stderr)
 	}
 }
@@ -149,7 +158,7 @@ func TestClientHelp(t *testing.T) {
 	for cmd, want := range flags {
 		for _, h := range []string{"--help", "-h"} {
 			r := runCLI(t, nil, append(strings.Fields(cmd), h)...)
-			if r.code != exitOK {
+			if r.code != command.ExitOK {
 				t.Errorf("execdb %s %s: exit status %d, want 0", cmd, h, r.code)
 			}
 			for _, w := range append(want, "Usage: execdb "+cmd, "--server", "EXECDB_SERVER", "--token", "EXECDB_TOKEN", "--json", "--timeout", "Exit status") {
@@ -160,7 +169,7 @@ func TestClientHelp(t *testing.T) {
 		}
 	}
 	r := runCLI(t, nil, "job", "--help")
-	if r.code != exitOK || !strings.Contains(r.stdout, "reschedule") || !strings.Contains(r.stdout, "events") {
+	if r.code != command.ExitOK || !strings.Contains(r.stdout, "reschedule") || !strings.Contains(r.stdout, "events") {
 		t.Errorf("execdb job --help: got %d %q, want the subcommands", r.code, r.stdout)
 	}
 }
@@ -184,7 +193,7 @@ func TestClientLifecycle(t *testing.T) {
 	startedAt := time.Now().Add(time.Minute).Truncate(time.Second)
 	r := runCLI(t, vars, "job", "start", id.String(), "--runner-name", "buildbot", "--runner-jobid", "all/4821",
 		"--runner-worker", "client10-3", "--started-at", startedAt.In(time.FixedZone("CEST", 2*3600)).Format(time.RFC3339))
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	for _, w := range []string{"state:", "RUNNING", "runner:", "jobid=all/4821", startedAt.UTC().Format(time.RFC3339)} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("start: output lacks %q:\n%s", w, r.stdout)
@@ -193,12 +202,12 @@ func TestClientLifecycle(t *testing.T) {
 	status := filepath.Join(t.TempDir(), "status.json")
 	os.WriteFile(status, []byte(`{"state":"CRASHED","crash":{"notify":"taskotron","cause":"minion","keyvals":{"step":"MINION_CREATION","reason":"TIMED_OUT"}}}`), 0o644)
 	r = runCLI(t, vars, "job", "finish", id.String(), "--status-file", status, "--log-url", "http://logs/4821")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if r.stderr != "" {
 		t.Errorf("finish from a good status file: stderr %q, want nothing", r.stderr)
 	}
 	r = runCLI(t, vars, "job", "show", id.String())
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	for _, w := range []string{
 		"uuid:", id.String(), "CRASHED", "notify=taskotron cause=minion fatal=false",
 		"reason=TIMED_OUT step=MINION_CREATION", "koji_tag=f40-updates koji_tag=f40", "x86_64",
@@ -212,13 +221,13 @@ func TestClientLifecycle(t *testing.T) {
 		t.Errorf("show: want aligned key: value lines:\n%s", r.stdout)
 	}
 	r = runCLI(t, vars, "job", "show", id.String(), "--json")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	var job statemachine.Job
 	if err := json.Unmarshal([]byte(r.stdout), &job); err != nil || job.UUID != id || job.State != statemachine.Crashed {
 		t.Errorf("show --json: got %q (%v), want the job", r.stdout, err)
 	}
 	r = runCLI(t, vars, "job", "events", id.String())
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if len(lines) != 4 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[3], "SCHEDULED→CRASHED") && !strings.Contains(lines[3], "RUNNING→CRASHED") {
 		t.Errorf("events: got\n%s\nwant a header and 3 rows ending in the crash", r.stdout)
@@ -227,7 +236,7 @@ func TestClientLifecycle(t *testing.T) {
 		t.Errorf("events: the end row lacks its summary:\n%s", lines[3])
 	}
 	r = runCLI(t, vars, "job", "events", "--json", id.String())
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	var events struct{ Data []client.HistoryEntry }
 	if err := json.Unmarshal([]byte(r.stdout), &events); err != nil || len(events.Data) != 3 {
 		t.Errorf("events --json: got %q (%v), want 3 entries", r.stdout, err)
@@ -248,7 +257,7 @@ func TestClientFlagsWinOverEnv(t *testing.T) {
 	vars["EXECDB_SERVER"] = "http://127.0.0.1:1"
 	vars["EXECDB_TOKEN"] = "wrong"
 	r := runCLI(t, vars, "job", "create", "--server", good, "--token", "s3cret", "--taskname", "t", "--item", "i", "--item-type", "k")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !strings.Contains(r.stdout, "Created job") {
 		t.Errorf("create: got %q", r.stdout)
 	}
@@ -262,7 +271,7 @@ func TestClientCreateRepeated(t *testing.T) {
 	srv, vars := cliServer(t)
 	a := createJob(t, vars, "--request-id", "trigger-7")
 	r := runCLI(t, vars, "job", "create", "--taskname", "rpmlint", "--item", "foo-1.0-1.fc40", "--item-type", "koji_build", "--request-id", "trigger-7")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !strings.Contains(r.stdout, "already existed") || !strings.Contains(r.stdout, a.String()) {
 		t.Errorf("repeated create: got %q, want the existing job", r.stdout)
 	}
@@ -305,7 +314,7 @@ func TestClientStatusFileCases(t *testing.T) {
 		id := createJob(t, vars)
 		r := runCLI(t, vars, "job", "finish", id.String(), "--status-file", c.path, "--json")
 		if c.reason == "" {
-			wantCode(t, r, exitOK)
+			wantCode(t, r, command.ExitOK)
 		} else {
 			wantCode(t, r, exitSynthesisedCrash) // CONTRACT section 5 (v1.1)
 		}
@@ -352,7 +361,7 @@ func TestClientFinishExitCode(t *testing.T) {
 		state                statemachine.State
 		crash                statemachine.KeyVals // the keyvals reason and exit_code, nil for none
 	}{
-		{"missing, exit 0", missing, "0", exitOK, statemachine.Finished, nil},
+		{"missing, exit 0", missing, "0", command.ExitOK, statemachine.Finished, nil},
 		{"missing, exit 1", missing, "1", exitSynthesisedCrash, statemachine.Crashed,
 			statemachine.KeyVals{"reason": {"STATUS_FILE_MISSING"}, "exit_code": {"1"}}},
 		{"missing, killed (-1)", missing, "-1", exitSynthesisedCrash, statemachine.Crashed,
@@ -361,9 +370,9 @@ func TestClientFinishExitCode(t *testing.T) {
 			statemachine.KeyVals{"reason": {"STATUS_FILE_MISSING"}}},
 		{"invalid, exit 0", write("bad.json", "{"), "0", exitSynthesisedCrash, statemachine.Crashed,
 			statemachine.KeyVals{"reason": {"STATUS_FILE_INVALID"}, "exit_code": {"0"}}},
-		{"finished file wins over exit 1", write("ok.json", `{"state":"FINISHED"}`), "1", exitOK, statemachine.Finished, nil},
+		{"finished file wins over exit 1", write("ok.json", `{"state":"FINISHED"}`), "1", command.ExitOK, statemachine.Finished, nil},
 		{"crash file wins over exit 0", write("crash.json", `{"state":"CRASHED","crash":{"notify":"task","cause":"task","keyvals":{"reason":"EXCEPTION"}}}`),
-			"0", exitOK, statemachine.Crashed, statemachine.KeyVals{"reason": {"EXCEPTION"}}},
+			"0", command.ExitOK, statemachine.Crashed, statemachine.KeyVals{"reason": {"EXCEPTION"}}},
 	}
 	for _, c := range cases {
 		id := createJob(t, vars)
@@ -411,8 +420,8 @@ func TestClientFinishExitCode(t *testing.T) {
 
 	// A made-up crash the server refuses (the job already finished) is a refusal: exit 1.
 	id := createJob(t, vars)
-	wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--finished"), exitOK)
-	wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--status-file", missing, "--exit-code", "1"), exitRefused)
+	wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--finished"), command.ExitOK)
+	wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--status-file", missing, "--exit-code", "1"), command.ExitRefused)
 	// Repeating the made-up crash: the server has it (a duplicate), still exit 3.
 	id = createJob(t, vars)
 	for range 2 {
@@ -428,7 +437,7 @@ func TestClientFinishCrashedFlags(t *testing.T) {
 	r := runCLI(t, vars, "job", "finish", id.String(), "--crashed", "--notify", "task", "--cause", "task", "--fatal",
 		"--kv", "step=FORMULA_PARSING", "--kv", "error=line 12: unknown directive", "--finished-at", finishedAt.Format(time.RFC3339),
 		"--artifacts-url", "http://artifacts/x", "--json")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	var job statemachine.Job
 	json.Unmarshal([]byte(r.stdout), &job)
 	c := job.Crash
@@ -439,9 +448,9 @@ func TestClientFinishCrashedFlags(t *testing.T) {
 	// The same report again is fine; another one is refused with the job as it stands.
 	r = runCLI(t, vars, "job", "finish", id.String(), "--crashed", "--notify", "task", "--cause", "task", "--fatal",
 		"--kv", "step=FORMULA_PARSING", "--kv", "error=line 12: unknown directive")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	r = runCLI(t, vars, "job", "finish", id.String(), "--finished")
-	wantCode(t, r, exitRefused)
+	wantCode(t, r, command.ExitRefused)
 	for _, w := range []string{"409", "conflict", "the job as it stands", "CRASHED (notify=task cause=task fatal"} {
 		if !strings.Contains(r.stderr, w) {
 			t.Errorf("conflicting finish: stderr lacks %q:\n%s", w, r.stderr)
@@ -449,10 +458,10 @@ func TestClientFinishCrashedFlags(t *testing.T) {
 	}
 	// A late start is refused too.
 	r = runCLI(t, vars, "job", "start", id.String())
-	wantCode(t, r, exitRefused)
+	wantCode(t, r, command.ExitRefused)
 	// With --json the answer's body goes to stdout as well.
 	r = runCLI(t, vars, "job", "finish", id.String(), "--finished", "--json")
-	wantCode(t, r, exitRefused)
+	wantCode(t, r, command.ExitRefused)
 	var body struct {
 		Error struct{ Status int }
 		Job   statemachine.Job
@@ -466,13 +475,13 @@ func TestClientRefusals(t *testing.T) {
 	t.Parallel()
 	_, vars := cliServer(t)
 	r := runCLI(t, vars, "job", "show", uuid.NewString())
-	wantCode(t, r, exitRefused)
+	wantCode(t, r, command.ExitRefused)
 	if !strings.Contains(r.stderr, "404") {
 		t.Errorf("unknown job: stderr %q, want the 404", r.stderr)
 	}
 	noToken := map[string]string{"EXECDB_SERVER": vars["EXECDB_SERVER"]}
 	r = runCLI(t, noToken, "job", "create", "--taskname", "t", "--item", "i", "--item-type", "k")
-	wantCode(t, r, exitRefused)
+	wantCode(t, r, command.ExitRefused)
 	if !strings.Contains(r.stderr, "401") || !strings.Contains(r.stderr, "missing bearer token") {
 		t.Errorf("no token: stderr %q, want the 401 and its message", r.stderr)
 	}
@@ -484,7 +493,7 @@ func TestClientRefusals(t *testing.T) {
 	}))
 	defer srv.Close()
 	r = runCLI(t, map[string]string{"EXECDB_SERVER": srv.URL}, "job", "finish", uuid.NewString(), "--crashed")
-	wantCode(t, r, exitRefused)
+	wantCode(t, r, command.ExitRefused)
 	if !strings.Contains(r.stderr, "must be one of minion, task") || !strings.Contains(r.stderr, "field crash.cause") {
 		t.Errorf("400: stderr %q, want the message and the field", r.stderr)
 	}
@@ -496,7 +505,7 @@ func TestClientRetries(t *testing.T) {
 	id := createJob(t, vars)
 	srv.Inject(clienttest.Fault{Status: 503}, clienttest.Fault{Status: 500, Apply: true})
 	r := runCLI(t, vars, "job", "finish", id.String(), "--finished")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if strings.Count(r.stderr, "retrying") != 2 {
 		t.Errorf("stderr %q, want two retry notes", r.stderr)
 	}
@@ -522,7 +531,7 @@ func TestClientRetries(t *testing.T) {
 	l.Close()
 	start := time.Now()
 	r = runCLI(t, map[string]string{"EXECDB_SERVER": "http://" + addr}, "job", "show", id.String(), "--timeout", "100ms")
-	wantCode(t, r, exitRefused)
+	wantCode(t, r, command.ExitRefused)
 	if !strings.Contains(r.stderr, "gave up after") || !strings.Contains(r.stderr, "refused") {
 		t.Errorf("unreachable: stderr %q, want it to give up on the refused connection", r.stderr)
 	}
@@ -562,7 +571,7 @@ func TestClientServerComesUpLate(t *testing.T) {
 	if late := <-done; late != nil {
 		defer late.Close()
 	}
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !strings.Contains(r.stderr, "retrying") {
 		t.Errorf("stderr %q, want retry notes", r.stderr)
 	}
@@ -575,14 +584,14 @@ func TestClientReschedule(t *testing.T) {
 	t.Parallel()
 	srv, vars := cliServer(t)
 	id := createJob(t, vars)
-	wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--crashed", "--cause", "task", "--fatal"), exitOK)
+	wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--crashed", "--cause", "task", "--fatal"), command.ExitOK)
 	r := runCLI(t, vars, "job", "reschedule", id.String())
-	wantCode(t, r, exitRefused)
+	wantCode(t, r, command.ExitRefused)
 	if !strings.Contains(r.stderr, "409") || !strings.Contains(r.stderr, "fatal") {
 		t.Errorf("reschedule of a fatal crash: stderr %q, want a 409 that says the crash is fatal", r.stderr)
 	}
 	r = runCLI(t, vars, "job", "reschedule", id.String(), "--force")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !strings.Contains(r.stdout, "Rescheduled "+id.String()) || !strings.Contains(r.stdout, "attempt:") {
 		t.Errorf("reschedule --force: got %q", r.stdout)
 	}
@@ -591,7 +600,7 @@ func TestClientReschedule(t *testing.T) {
 		t.Errorf("reschedule --force: body %s, want {\"force\":true}", last.Body)
 	}
 	r = runCLI(t, vars, "job", "reschedule", id.String())
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !strings.Contains(r.stdout, "already rescheduled") {
 		t.Errorf("repeated reschedule: got %q", r.stdout)
 	}
@@ -608,10 +617,10 @@ func TestClientJobsAndStats(t *testing.T) {
 			args = []string{"job", "finish", id.String(), "--crashed", "--notify", "taskotron", "--cause", cause, "--kv", "reason=TIMED_OUT"}
 			crashed = append(crashed, id)
 		}
-		wantCode(t, runCLI(t, vars, args...), exitOK)
+		wantCode(t, runCLI(t, vars, args...), command.ExitOK)
 	}
 	r := runCLI(t, vars, "jobs", "state=CRASHED", "--filter", "taskname=rpmlint")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if len(lines) != 4 || !strings.Contains(lines[0], "UUID") || !strings.Contains(lines[0], "CRASH") {
 		t.Fatalf("jobs: got\n%s\nwant a header and 3 rows", r.stdout)
@@ -625,7 +634,7 @@ func TestClientJobsAndStats(t *testing.T) {
 	}
 
 	r = runCLI(t, vars, "stats", "state=CRASHED", "--group-by", "cause", "--group-by", "kv.reason", "--bucket", "day")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	for _, w := range []string{"CAUSE", "KV.REASON", "COUNT", "PERCENT", "minion", "66.7%", "network", "33.3%", "TIMED_OUT"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("stats: output lacks %q:\n%s", w, r.stdout)
@@ -636,7 +645,7 @@ func TestClientJobsAndStats(t *testing.T) {
 		t.Errorf("stats: query %q", q)
 	}
 	r = runCLI(t, vars, "stats", "--json")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !json.Valid([]byte(r.stdout)) {
 		t.Errorf("stats --json: got %q, want JSON", r.stdout)
 	}
@@ -664,7 +673,7 @@ func TestPrintStats(t *testing.T) {
 
 func TestParseInterleaved(t *testing.T) {
 	t.Parallel()
-	c := newCLI(env{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }}, "x", "", "")
+	c := newInvocation(command.Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }}, "x", "", "")
 	var a string
 	c.stringVar(&a, "a", "")
 	pos, _, ok := c.parse([]string{"p1", "--a", "1", "p2", "--json", "--", "--p3"})

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -11,41 +11,41 @@ import (
 	"time"
 
 	"github.com/fedora-qa/execdb/client"
+	"github.com/fedora-qa/execdb/internal/command"
 	"github.com/fedora-qa/execdb/schemas"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/google/uuid"
 )
 
-// The client commands: execdb job create|start|finish|show|events|reschedule (this file) and
-// execdb jobs, execdb stats (client_list.go), over the HTTP API (CONTRACT sections 6 and 7).
+// execdb job create|start|finish|show|events|reschedule, over the HTTP API (CONTRACT sections 6
+// and 7).
 
-func jobSubcommands() []command {
-	return []command{
-		{"create", "create a SCHEDULED job (what Trigger does)", cmdJobCreate},
-		{"start", "report that a job began running", cmdJobStart},
-		{"finish", "report how a job ended: from a status file, FINISHED or CRASHED", cmdJobFinish},
-		{"show", "print a job", cmdJobShow},
-		{"events", "print a job's history", cmdJobEvents},
-		{"reschedule", "make a successor of a crashed job", cmdJobReschedule},
+func jobSubcommands() []command.Command {
+	return []command.Command{
+		{Name: "create", Summary: "create a SCHEDULED job (what Trigger does)", Run: cmdJobCreate},
+		{Name: "start", Summary: "report that a job began running", Run: cmdJobStart},
+		{Name: "finish", Summary: "report how a job ended: from a status file, FINISHED or CRASHED", Run: cmdJobFinish},
+		{Name: "show", Summary: "print a job", Run: cmdJobShow},
+		{Name: "events", Summary: "print a job's history", Run: cmdJobEvents},
+		{Name: "reschedule", Summary: "make a successor of a crashed job", Run: cmdJobReschedule},
 	}
 }
 
-func cmdJob(ctx context.Context, args []string, e env) int {
-	return dispatch(ctx, "execdb job", "subcommand", jobSubcommands(), jobUsage, args, e)
+// Job is `execdb job <subcommand>`: create, start, finish, show, events, reschedule.
+func Job(ctx context.Context, args []string, e command.Env) int {
+	return command.Dispatch(ctx, "execdb job", "subcommand", jobSubcommands(), jobUsage, args, e)
 }
 
 func jobUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: execdb job <subcommand> [flags]")
 	fmt.Fprintln(w, "\nCreate, start, finish, show, reschedule a job or list its events, over the")
 	fmt.Fprintln(w, "HTTP API of the ExecDB server at $EXECDB_SERVER (--server).\n\nSubcommands:")
-	for _, s := range jobSubcommands() {
-		fmt.Fprintf(w, "  %-11s %s\n", s.name, s.summary)
-	}
+	command.PrintCommands(w, jobSubcommands())
 	fmt.Fprintln(w, "\nRun 'execdb job <subcommand> --help' for its flags.")
 }
 
-func cmdJobCreate(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb job create", "--taskname T --item I --item-type K [flags]", `
+func cmdJobCreate(ctx context.Context, args []string, e command.Env) int {
+	c := newInvocation(e, "execdb job create", "--taskname T --item I --item-type K [flags]", `
 Creates a SCHEDULED job, as Trigger does, and prints it; with --quiet prints its UUID alone, so
 that a shell can capture it:
 
@@ -115,22 +115,22 @@ first request made.`)
 	case c.co.json:
 		c.printRaw(resp.Body)
 	case quiet:
-		fmt.Fprintln(e.stdout, resp.Job.UUID)
+		fmt.Fprintln(e.Stdout, resp.Job.UUID)
 	default:
 		if resp.Created() {
-			fmt.Fprintf(e.stdout, "Created job %s.\n\n", resp.Job.UUID)
+			fmt.Fprintf(e.Stdout, "Created job %s.\n\n", resp.Job.UUID)
 		} else {
-			fmt.Fprintf(e.stdout, "Job %s already existed for this request (request_id %s).\n\n", resp.Job.UUID, resp.Job.RequestID)
+			fmt.Fprintf(e.Stdout, "Job %s already existed for this request (request_id %s).\n\n", resp.Job.UUID, resp.Job.RequestID)
 		}
-		printJob(e.stdout, resp.Job)
+		printJob(e.Stdout, resp.Job)
 	}
-	return exitOK
+	return command.ExitOK
 }
 
 // runnerFlags are the --runner-* flags of start and finish.
 type runnerFlags struct{ name, jobid, worker, url string }
 
-func (r *runnerFlags) register(c *cli) {
+func (r *runnerFlags) register(c *invocation) {
 	c.stringVar(&r.name, "runner-name", "the `NAME` of who runs the job, e.g. buildbot")
 	c.stringVar(&r.jobid, "runner-jobid", "the runner's `ID` of the run, e.g. all/4821 (builder/build number)")
 	c.stringVar(&r.worker, "runner-worker", "the `WORKER` the job runs on, e.g. taskotron-client10-3")
@@ -144,8 +144,8 @@ func (r *runnerFlags) runner() *statemachine.Runner {
 	return &statemachine.Runner{Name: r.name, JobID: r.jobid, Worker: r.worker, URL: r.url}
 }
 
-func cmdJobStart(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb job start", "UUID [flags]", `
+func cmdJobStart(ctx context.Context, args []string, e command.Env) int {
+	c := newInvocation(e, "execdb job start", "UUID [flags]", `
 Reports that the job began running: SCHEDULED becomes RUNNING. Starting a RUNNING job again
 changes nothing. A start for a job that has already ended is late: the server records it and
 refuses it (exit status 1).
@@ -176,11 +176,11 @@ In Buildbot, run it as the first step of the build (see docs/buildbot.md).`)
 		return c.fail(err)
 	}
 	c.printJobResponse(resp)
-	return exitOK
+	return command.ExitOK
 }
 
-func cmdJobFinish(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb job finish",
+func cmdJobFinish(ctx context.Context, args []string, e command.Env) int {
+	c := newInvocation(e, "execdb job finish",
 		"UUID (--status-file PATH | --finished | --crashed [--notify N] [--cause C] [--fatal] [--kv K=V]...) [flags]", `
 Reports how the job ended, in one of three ways:
 
@@ -286,7 +286,7 @@ deploy/buildbot/master.cfg).`)
 		sf := schemas.ReadStatusFile(statusFile)
 		fin := statusFileEnd(sf, exitCode)
 		if sf.Problem != nil {
-			fmt.Fprintf(e.stderr, "%s: %v\n%s: reporting %s\n", c.name, sf.Problem, c.name, fin.describe())
+			fmt.Fprintf(e.Stderr, "%s: %v\n%s: reporting %s\n", c.name, sf.Problem, c.name, fin.describe())
 		}
 		end.State, end.Crash, synthesised = fin.end.State, fin.end.Crash, fin.synthesised
 	}
@@ -298,7 +298,7 @@ deploy/buildbot/master.cfg).`)
 	if synthesised {
 		return exitSynthesisedCrash
 	}
-	return exitOK
+	return command.ExitOK
 }
 
 // exitSynthesisedCrash is the exit status of execdb job finish when the server has the report
@@ -350,8 +350,8 @@ func (f finishReport) describe() string {
 	return s
 }
 
-func cmdJobShow(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb job show", "UUID [flags]", "Prints the job: readable text, or the API's JSON with --json.")
+func cmdJobShow(ctx context.Context, args []string, e command.Env) int {
+	c := newInvocation(e, "execdb job show", "UUID [flags]", "Prints the job: readable text, or the API's JSON with --json.")
 	id, code, ok := c.parseUUIDArg(args)
 	if !ok {
 		return code
@@ -365,11 +365,11 @@ func cmdJobShow(ctx context.Context, args []string, e env) int {
 		return c.fail(err)
 	}
 	c.printJobResponse(resp)
-	return exitOK
+	return command.ExitOK
 }
 
-func cmdJobEvents(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb job events", "UUID [flags]", `
+func cmdJobEvents(ctx context.Context, args []string, e command.Env) int {
+	c := newInvocation(e, "execdb job events", "UUID [flags]", `
 Prints the job's history, oldest first: every create, start, end and reschedule report the
 server received, with its verdict (applied, duplicate, late, conflict), where it came from
 (http, amqp, fedmsg, watchdog, reschedule) and its message id.`)
@@ -388,13 +388,13 @@ server received, with its verdict (applied, duplicate, late, conflict), where it
 	if c.co.json {
 		c.printRaw(resp.Body)
 	} else {
-		printEvents(e.stdout, resp.Events)
+		printEvents(e.Stdout, resp.Events)
 	}
-	return exitOK
+	return command.ExitOK
 }
 
-func cmdJobReschedule(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb job reschedule", "UUID [--force] [flags]", `
+func cmdJobReschedule(ctx context.Context, args []string, e command.Env) int {
+	c := newInvocation(e, "execdb job reschedule", "UUID [--force] [flags]", `
 Makes a new SCHEDULED job from the stored trigger data of a CRASHED job, and prints it. A job
 whose crash is fatal needs --force. A job that was already rescheduled answers with its
 successor, so repeating the command is safe.`)
@@ -414,17 +414,17 @@ successor, so repeating the command is safe.`)
 	}
 	if !c.co.json {
 		if resp.Created() {
-			fmt.Fprintf(e.stdout, "Rescheduled %s as %s.\n\n", id, resp.Job.UUID)
+			fmt.Fprintf(e.Stdout, "Rescheduled %s as %s.\n\n", id, resp.Job.UUID)
 		} else {
-			fmt.Fprintf(e.stdout, "%s was already rescheduled as %s.\n\n", id, resp.Job.UUID)
+			fmt.Fprintf(e.Stdout, "%s was already rescheduled as %s.\n\n", id, resp.Job.UUID)
 		}
 	}
 	c.printJobResponse(resp)
-	return exitOK
+	return command.ExitOK
 }
 
 // parseUUIDArg parses args, which must hold one positional argument: the job's UUID.
-func (c *cli) parseUUIDArg(args []string) (uuid.UUID, int, bool) {
+func (c *invocation) parseUUIDArg(args []string) (uuid.UUID, int, bool) {
 	pos, code, ok := c.parse(args)
 	if !ok {
 		return uuid.Nil, code, false
@@ -440,16 +440,16 @@ func (c *cli) parseUUIDArg(args []string) (uuid.UUID, int, bool) {
 	if err != nil {
 		return uuid.Nil, c.usageError("%v", err), false
 	}
-	return id, exitOK, true
+	return id, command.ExitOK, true
 }
 
 // printJobResponse prints the job of an answer, readable or as JSON.
-func (c *cli) printJobResponse(resp *client.JobResponse) {
+func (c *invocation) printJobResponse(resp *client.JobResponse) {
 	if c.co.json {
 		c.printRaw(resp.Body)
 		return
 	}
-	printJob(c.e.stdout, resp.Job)
+	printJob(c.e.Stdout, resp.Job)
 }
 
 func parseUUID(s string) (uuid.UUID, error) {

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fedora-qa/execdb/internal/command"
 	"github.com/fedora-qa/execdb/statemachine"
 )
 
@@ -20,8 +21,9 @@ taskname, item, item_type, arch, notify, cause, fatal, since and until (RFC 3339
 like 30d, 12h), kv.<key> (crash keyvals), data.<key> (trigger data). A comma means OR
 (state=RUNNING,SCHEDULED); <name>:like=VALUE takes * wildcards (item:like=python-*).`
 
-func cmdJobs(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb jobs", "[KEY=VALUE]... [--limit N] [--after CURSOR] [flags]", `
+// Jobs is `execdb jobs`: a search, printed as a table.
+func Jobs(ctx context.Context, args []string, e command.Env) int {
+	c := newInvocation(e, "execdb jobs", "[KEY=VALUE]... [--limit N] [--after CURSOR] [flags]", `
 Searches jobs, newest first, and prints them as a table (UUID, state, task, item, arch, crash
 notify/cause, age), or the API's JSON with --json. When there are more results than one page,
 the command prints on stderr the command that gets the next one (with --after, and since and
@@ -58,7 +60,7 @@ until made absolute, so that every page covers the same window).
 	}
 	if c.co.json {
 		c.printRaw(resp.Body)
-		return exitOK
+		return command.ExitOK
 	}
 	var page struct {
 		Data []statemachine.Job `json:"data"`
@@ -67,20 +69,21 @@ until made absolute, so that every page covers the same window).
 	if err := json.Unmarshal(resp.Body, &page); err != nil {
 		return c.fail(fmt.Errorf("decode search results: %w", err))
 	}
-	printJobList(e.stdout, page.Data, time.Now())
+	printJobList(e.Stdout, page.Data, time.Now())
 	if page.Next != nil && *page.Next != "" {
 		if u, err := url.Parse(*page.Next); err == nil {
-			fmt.Fprintf(e.stderr, "%s: more: %s\n", c.name, continuation("execdb jobs", u.Query(), "after", "limit"))
+			fmt.Fprintf(e.Stderr, "%s: more: %s\n", c.name, continuation("execdb jobs", u.Query(), "after", "limit"))
 		}
 	}
-	return exitOK
+	return command.ExitOK
 }
 
-func cmdStats(ctx context.Context, args []string, e env) int {
+// Stats is `execdb stats` and `execdb stats retries`.
+func Stats(ctx context.Context, args []string, e command.Env) int {
 	if len(args) > 0 && args[0] == "retries" {
 		return cmdStatsRetries(ctx, args[1:], e)
 	}
-	c := newCLI(e, "execdb stats", "[KEY=VALUE]... [--group-by FIELD]... [--bucket hour|day|week] [flags]", `
+	c := newInvocation(e, "execdb stats", "[KEY=VALUE]... [--group-by FIELD]... [--bucket hour|day|week] [flags]", `
 Counts jobs, grouped and bucketed, and prints one row per group: the group's values, the count
 and its share of all the matching jobs; or the API's JSON with --json.
 `+filterHelp+`
@@ -120,7 +123,7 @@ How often did minion creation fail last month, by reason?
 	}
 	if c.co.json {
 		c.printRaw(resp.Body)
-		return exitOK
+		return command.ExitOK
 	}
 	var stats struct {
 		Data []statsRow `json:"data"`
@@ -128,8 +131,8 @@ How often did minion creation fail last month, by reason?
 	if err := json.Unmarshal(resp.Body, &stats); err != nil {
 		return c.fail(fmt.Errorf("decode stats: %w", err))
 	}
-	printStats(e.stdout, stats.Data, groups)
-	return exitOK
+	printStats(e.Stdout, stats.Data, groups)
+	return command.ExitOK
 }
 
 // splitGroups is the --group-by fields, repeated or comma-separated.

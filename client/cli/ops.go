@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/fedora-qa/execdb/internal/command"
 	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
@@ -19,17 +20,18 @@ import (
 // The operators' client commands: execdb rejected [replay], execdb prune, execdb stats retries,
 // over the HTTP API (CONTRACT sections 6 and 7).
 
-func rejectedSubcommands() []command {
-	return []command{
-		{"replay", "apply a rejected message again, once its cause is fixed", cmdRejectedReplay},
+func rejectedSubcommands() []command.Command {
+	return []command.Command{
+		{Name: "replay", Summary: "apply a rejected message again, once its cause is fixed", Run: cmdRejectedReplay},
 	}
 }
 
-func cmdRejected(ctx context.Context, args []string, e env) int {
+// Rejected is `execdb rejected` (the rejected bus messages) and `execdb rejected replay ID`.
+func Rejected(ctx context.Context, args []string, e command.Env) int {
 	if len(args) > 0 && args[0] == "replay" {
-		return dispatch(ctx, "execdb rejected", "subcommand", rejectedSubcommands(), func(io.Writer) {}, args, e)
+		return command.Dispatch(ctx, "execdb rejected", "subcommand", rejectedSubcommands(), func(io.Writer) {}, args, e)
 	}
-	c := newCLI(e, "execdb rejected", "[KEY=VALUE]... [--limit N] [--before ID] [flags]\n       execdb rejected replay ID [flags]", `
+	c := newInvocation(e, "execdb rejected", "[KEY=VALUE]... [--limit N] [--before ID] [flags]\n       execdb rejected replay ID [flags]", `
 Lists the bus messages ExecDB rejected, newest first, with the reason, the field at fault, the
 job the message names and what was wrong; or the API's JSON with --json. Filters are
 KEY=VALUE: reason (undecodable, schema, unknown_topic, topic_mismatch, unknown_job, conflict,
@@ -68,7 +70,7 @@ command says on stderr how to get the next page.
 	}
 	if c.co.json {
 		c.printRaw(resp.Body)
-		return exitOK
+		return command.ExitOK
 	}
 	var page struct {
 		Data []storage.RejectedMessage `json:"data"`
@@ -77,7 +79,7 @@ command says on stderr how to get the next page.
 	if err := json.Unmarshal(resp.Body, &page); err != nil {
 		return c.fail(fmt.Errorf("decode rejected messages: %w", err))
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tREJECTED\tTRANSPORT\tREASON\tFIELD\tJOB\tMESSAGE ID\tDETAIL")
 	for _, m := range page.Data {
 		job := "-"
@@ -90,14 +92,14 @@ command says on stderr how to get the next page.
 	tw.Flush()
 	if page.Next != nil {
 		if u, err := url.Parse(*page.Next); err == nil {
-			fmt.Fprintf(e.stderr, "%s: more: %s\n", c.name, continuation("execdb rejected", u.Query(), "before", "limit"))
+			fmt.Fprintf(e.Stderr, "%s: more: %s\n", c.name, continuation("execdb rejected", u.Query(), "before", "limit"))
 		}
 	}
-	return exitOK
+	return command.ExitOK
 }
 
-func cmdRejectedReplay(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb rejected replay", "ID [flags]", `
+func cmdRejectedReplay(ctx context.Context, args []string, e command.Env) int {
+	c := newInvocation(e, "execdb rejected replay", "ID [flags]", `
 Applies a rejected bus message again, as if it had just arrived on its transport, once the cause
 of its rejection is fixed: a start or end that waited in vain for its job (unknown_job) after
 the job was created, a message a fixed ExecDB now reads. It needs a token with the admin scope.
@@ -128,7 +130,7 @@ message twice changes nothing the second time. A message that still cannot be re
 	}
 	if c.co.json {
 		c.printRaw(resp.Body)
-		return exitOK
+		return command.ExitOK
 	}
 	var out struct {
 		Outcome   string            `json:"outcome"`
@@ -140,19 +142,20 @@ message twice changes nothing the second time. A message that still cannot be re
 	if err := json.Unmarshal(resp.Body, &out); err != nil {
 		return c.fail(fmt.Errorf("decode the answer: %w", err))
 	}
-	fmt.Fprintf(e.stdout, "replayed as %s: %s", out.MessageID, out.Outcome)
+	fmt.Fprintf(e.Stdout, "replayed as %s: %s", out.MessageID, out.Outcome)
 	if out.Reason != "" {
-		fmt.Fprintf(e.stdout, " (%s: %s)", out.Reason, out.Detail)
+		fmt.Fprintf(e.Stdout, " (%s: %s)", out.Reason, out.Detail)
 	}
-	fmt.Fprintln(e.stdout)
+	fmt.Fprintln(e.Stdout)
 	if out.Job != nil {
-		printJob(e.stdout, *out.Job)
+		printJob(e.Stdout, *out.Job)
 	}
-	return exitOK
+	return command.ExitOK
 }
 
-func cmdPrune(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb prune", "[--dry-run] [--retention SPEC] [flags]", `
+// Prune is `execdb prune`: the retention applied now, by the server.
+func Prune(ctx context.Context, args []string, e command.Env) int {
+	c := newInvocation(e, "execdb prune", "[--dry-run] [--retention SPEC] [flags]", `
 Applies the retention now, on the server: removes the FINISHED and CRASHED jobs (with their
 history, data and key-values) and the rejected messages older than it says, and prints what it
 removed, and what it kept and why: a job whose successor is still pending (or whose automatic
@@ -192,7 +195,7 @@ nothing and prints what it would. The retention is the server's (EXECDB_RETENTIO
 	}
 	if c.co.json {
 		c.printRaw(resp.Body)
-		return exitOK
+		return command.ExitOK
 	}
 	var res jobs.PruneResult
 	if err := json.Unmarshal(resp.Body, &res); err != nil {
@@ -202,13 +205,13 @@ nothing and prints what it would. The retention is the server's (EXECDB_RETENTIO
 	if res.DryRun {
 		verb = "would remove"
 	}
-	fmt.Fprintf(e.stdout, "retention %s, at %s:\n", res.Retention, formatTime(res.At))
+	fmt.Fprintf(e.Stdout, "retention %s, at %s:\n", res.Retention, formatTime(res.At))
 	for _, state := range []statemachine.State{statemachine.Finished, statemachine.Crashed} {
 		pc, ok := res.Jobs[state]
 		if !ok {
 			continue
 		}
-		fmt.Fprintf(e.stdout, "  %s jobs: %s %d", state, verb, pc.Prunable)
+		fmt.Fprintf(e.Stdout, "  %s jobs: %s %d", state, verb, pc.Prunable)
 		var kept []string
 		for _, k := range []struct {
 			n    int64
@@ -219,19 +222,19 @@ nothing and prints what it would. The retention is the server's (EXECDB_RETENTIO
 			}
 		}
 		if len(kept) > 0 {
-			fmt.Fprintf(e.stdout, "; kept %s", strings.Join(kept, ", "))
+			fmt.Fprintf(e.Stdout, "; kept %s", strings.Join(kept, ", "))
 		}
-		fmt.Fprintln(e.stdout)
+		fmt.Fprintln(e.Stdout)
 	}
 	if strings.Contains(res.Retention, "rejected=") {
-		fmt.Fprintf(e.stdout, "  rejected messages: %s %d\n", verb, res.Rejected)
+		fmt.Fprintf(e.Stdout, "  rejected messages: %s %d\n", verb, res.Rejected)
 	}
-	return exitOK
+	return command.ExitOK
 }
 
 // cmdStatsRetries is `execdb stats retries`.
-func cmdStatsRetries(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb stats retries", "[KEY=VALUE]... [--group-by FIELD]... [--bucket hour|day|week] [flags]", `
+func cmdStatsRetries(ctx context.Context, args []string, e command.Env) int {
+	c := newInvocation(e, "execdb stats retries", "[KEY=VALUE]... [--group-by FIELD]... [--bucket hour|day|week] [flags]", `
 For the crashed jobs matching the filters that were rescheduled, how their successors fared:
 how many finished, crashed again or are still pending, and the success rate, grouped and
 bucketed like execdb stats; or the API's JSON with --json. Which causes do retries cure?
@@ -268,7 +271,7 @@ bucketed like execdb stats; or the API's JSON with --json. Which causes do retri
 	}
 	if c.co.json {
 		c.printRaw(resp.Body)
-		return exitOK
+		return command.ExitOK
 	}
 	var stats struct {
 		Data []storage.RetryStatsRow `json:"data"`
@@ -276,7 +279,7 @@ bucketed like execdb stats; or the API's JSON with --json. Which causes do retri
 	if err := json.Unmarshal(resp.Body, &stats); err != nil {
 		return c.fail(fmt.Errorf("decode retry stats: %w", err))
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
 	head := append(upper(groups), "RESCHEDULED", "FINISHED", "CRASHED", "PENDING", "SUCCESS")
 	if bucket != "" {
 		head = append(upper(groups), append([]string{"BUCKET"}, head[len(groups):]...)...)
@@ -303,7 +306,7 @@ bucketed like execdb stats; or the API's JSON with --json. Which causes do retri
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	tw.Flush()
-	return exitOK
+	return command.ExitOK
 }
 
 // continuation is the command line that gets the next page: cmd with every parameter of next

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-qa/execdb/internal/command"
 	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
@@ -27,7 +28,7 @@ func TestClientJobsPages(t *testing.T) {
 	more := regexp.MustCompile(`more: execdb jobs (.*)`)
 	for pages := 1; ; pages++ {
 		r := runCLI(t, vars, args...)
-		wantCode(t, r, exitOK)
+		wantCode(t, r, command.ExitOK)
 		for _, id := range regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f-]{27}`).FindAllString(r.stdout, -1) {
 			got[id] = true
 		}
@@ -76,7 +77,7 @@ func TestClientRejectedAndReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := runCLI(t, vars, "rejected", "reason=unknown_job")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !strings.Contains(r.stdout, "unknown_job") || !strings.Contains(r.stdout, id.String()) || strings.Contains(r.stdout, "garbage") {
 		t.Errorf("rejected reason=unknown_job:\n%s", r.stdout)
 	}
@@ -85,22 +86,22 @@ func TestClientRejectedAndReplay(t *testing.T) {
 		t.Fatalf("no id in\n%s", r.stdout)
 	}
 	r = runCLI(t, vars, "rejected", "transport=fedmsg", "--json")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !strings.Contains(r.stdout, `"message_id":"garbage"`) {
 		t.Errorf("rejected transport=fedmsg --json: %s", r.stdout)
 	}
 	createJob(t, vars, "--uuid", id.String())
 	r = runCLI(t, vars, "rejected", "replay", rid[1])
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !strings.Contains(r.stdout, "replayed as replay:"+rid[1]+": applied") || !strings.Contains(r.stdout, "FINISHED") {
 		t.Errorf("replay:\n%s", r.stdout)
 	}
 	r = runCLI(t, vars, "rejected", "replay", rid[1])
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !strings.Contains(r.stdout, ": duplicate") {
 		t.Errorf("second replay:\n%s", r.stdout)
 	}
-	wantCode(t, runCLI(t, vars, "rejected", "replay", "x"), exitUsage)
+	wantCode(t, runCLI(t, vars, "rejected", "replay", "x"), command.ExitUsage)
 }
 
 // TestClientPruneAndRetryStats: execdb prune says what it would remove; execdb stats retries
@@ -109,18 +110,18 @@ func TestClientPruneAndRetryStats(t *testing.T) {
 	t.Parallel()
 	_, vars := cliServer(t)
 	id := createJob(t, vars)
-	wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--crashed", "--cause", "minion"), exitOK)
-	wantCode(t, runCLI(t, vars, "job", "reschedule", id.String()), exitOK)
+	wantCode(t, runCLI(t, vars, "job", "finish", id.String(), "--crashed", "--cause", "minion"), command.ExitOK)
+	wantCode(t, runCLI(t, vars, "job", "reschedule", id.String()), command.ExitOK)
 	r := runCLI(t, vars, "stats", "retries", "--group-by", "cause")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !regexp.MustCompile(`minion\s+1\s+0\s+0\s+1\s+-`).MatchString(r.stdout) {
 		t.Errorf("stats retries:\n%s", r.stdout)
 	}
 	r = runCLI(t, vars, "prune", "--dry-run", "--retention", "FINISHED=1d,CRASHED=1d,rejected=7d")
-	wantCode(t, r, exitOK)
+	wantCode(t, r, command.ExitOK)
 	if !strings.Contains(r.stdout, "CRASHED jobs: would remove 0") || !strings.Contains(r.stdout, "rejected messages: would remove 0") {
 		t.Errorf("prune --dry-run:\n%s", r.stdout)
 	}
-	wantCode(t, runCLI(t, vars, "prune"), exitRefused) // the server has no retention
-	wantCode(t, runCLI(t, vars, "prune", "--retention", "SOON=1d"), exitUsage)
+	wantCode(t, runCLI(t, vars, "prune"), command.ExitRefused) // the server has no retention
+	wantCode(t, runCLI(t, vars, "prune", "--retention", "SOON=1d"), command.ExitUsage)
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/fedora-qa/execdb/internal/command"
 	"github.com/google/uuid"
 )
 
@@ -55,8 +56,9 @@ type bulkItem struct {
 	Successor *uuid.UUID `json:"successor"`
 }
 
-func cmdReschedule(ctx context.Context, args []string, e env) int {
-	c := newCLI(e, "execdb reschedule", "KEY=VALUE... [--dry-run] [--force] [--reason TEXT] [flags]", rescheduleAbout)
+// Reschedule is `execdb reschedule`: a bulk reschedule by filters.
+func Reschedule(ctx context.Context, args []string, e command.Env) int {
+	c := newInvocation(e, "execdb reschedule", "KEY=VALUE... [--dry-run] [--force] [--reason TEXT] [flags]", rescheduleAbout)
 	var filters multiFlag
 	var dryRun, force bool
 	var reason string
@@ -98,14 +100,14 @@ func cmdReschedule(ctx context.Context, args []string, e env) int {
 	}
 	if c.co.json {
 		c.printRaw(resp.Body)
-		return exitOK
+		return command.ExitOK
 	}
 	var a bulkAnswer
 	if err := json.Unmarshal(resp.Body, &a); err != nil {
 		return c.fail(fmt.Errorf("decode answer: %w", err))
 	}
-	printBulk(e.stdout, a)
-	return exitOK
+	printBulk(e.Stdout, a)
+	return command.ExitOK
 }
 
 // printBulk prints a bulk answer: a line per job, then a summary.

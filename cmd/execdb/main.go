@@ -1,5 +1,6 @@
-// Command execdb is the ExecDB service (serve, migrate) and its command-line client (job, jobs,
-// stats) in one binary. See README.md and docs/ for the whole story.
+// Command execdb is the ExecDB service (serve, migrate, copy: package server) and its
+// command-line client (job, jobs, stats, …: package client/cli) in one binary. This file only
+// dispatches. See README.md and docs/ for the whole story.
 package main
 
 import (
@@ -9,86 +10,46 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/fedora-qa/execdb/client/cli"
+	"github.com/fedora-qa/execdb/internal/command"
+	"github.com/fedora-qa/execdb/internal/version"
+	"github.com/fedora-qa/execdb/server"
 )
 
-// Exit codes of every command (CONTRACT section 7).
-const (
-	exitOK      = 0
-	exitRefused = 1 // the server refused, or the service failed
-	exitUsage   = 2
-)
-
-// env is what a command gets from the process: output streams and environment variables.
-// Tests pass their own.
-type env struct {
-	stdout io.Writer
-	stderr io.Writer
-	getenv func(string) string
-}
-
-type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, args []string, e env) int
-}
-
-func commands() []command {
-	return []command{
-		{"serve", "run the API, the consumers, the publisher and the watchdog", cmdServe},
-		{"migrate", "apply the database schema migrations and exit", cmdMigrate},
-		{"copy", "copy a database into another, empty one (SQLite to PostgreSQL)", cmdCopy},
-		{"job", "create, start, finish, show, reschedule a job or list its events", cmdJob},
-		{"jobs", "search jobs", cmdJobs},
-		{"stats", "counts, rates and durations of jobs", cmdStats},
-		{"reschedule", "reschedule crashed jobs matching filters", cmdReschedule},
-		{"rejected", "list rejected bus messages, or replay one", cmdRejected},
-		{"prune", "apply the retention now (or see what it would remove)", cmdPrune},
-		{"version", "print the version", cmdVersion},
+func commands() []command.Command {
+	return []command.Command{
+		{Name: "serve", Summary: "run the API, the consumers, the publisher and the watchdog", Run: server.Serve},
+		{Name: "migrate", Summary: "apply the database schema migrations and exit", Run: server.Migrate},
+		{Name: "copy", Summary: "copy a database into another, empty one (SQLite to PostgreSQL)", Run: server.Copy},
+		{Name: "job", Summary: "create, start, finish, show, reschedule a job or list its events", Run: cli.Job},
+		{Name: "jobs", Summary: "search jobs", Run: cli.Jobs},
+		{Name: "stats", Summary: "counts, rates and durations of jobs", Run: cli.Stats},
+		{Name: "reschedule", Summary: "reschedule crashed jobs matching filters", Run: cli.Reschedule},
+		{Name: "rejected", Summary: "list rejected bus messages, or replay one", Run: cli.Rejected},
+		{Name: "prune", Summary: "apply the retention now (or see what it would remove)", Run: cli.Prune},
+		{Name: "version", Summary: "print the version", Run: version.Command},
 	}
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv})
+	code := run(ctx, os.Args[1:], command.Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv})
 	stop()
 	os.Exit(code)
 }
 
-func run(ctx context.Context, args []string, e env) int {
-	return dispatch(ctx, "execdb", "command", commands(), usage, args, e)
-}
-
-// dispatch runs the command args[0] names among cmds; no name prints usage (exit 2), a help
-// flag prints it (exit 0).
-func dispatch(ctx context.Context, prog, what string, cmds []command, usage func(io.Writer), args []string, e env) int {
-	if len(args) == 0 {
-		usage(e.stderr)
-		return exitUsage
+// run runs the command args[0] names; --version is the version command.
+func run(ctx context.Context, args []string, e command.Env) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		return version.Command(ctx, args[1:], e)
 	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		usage(e.stdout)
-		return exitOK
-	case "--version", "-version":
-		if prog == "execdb" {
-			return cmdVersion(ctx, args[1:], e)
-		}
-	}
-	for _, c := range cmds {
-		if c.name == args[0] {
-			return c.run(ctx, args[1:], e)
-		}
-	}
-	fmt.Fprintf(e.stderr, "%s: unknown %s %q\n\n", prog, what, args[0])
-	usage(e.stderr)
-	return exitUsage
+	return command.Dispatch(ctx, "execdb", "command", commands(), usage, args, e)
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "ExecDB keeps the execution state of Taskotron jobs.")
 	fmt.Fprintln(w, "\nUsage: execdb <command> [flags]\n\nCommands:")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
-	}
+	command.PrintCommands(w, commands())
 	fmt.Fprintln(w, "\nRun 'execdb <command> --help' for the flags of a command.")
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/fedora-qa/execdb/internal/testenv"
 	"github.com/fedora-qa/execdb/rabbitmq/rabbitmqtest"
+	"github.com/fedora-qa/execdb/statemachine"
+	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
 )
 
@@ -132,4 +134,103 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestTwoServersEndToEnd starts two `execdb serve` processes on one database with timeouts of
+// a second and automatic rescheduling on, leaves jobs alone and counts: every job crashed by
+// the watchdog exactly once, one successor each, none past the attempt limit.
+func TestTwoServersEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes seconds")
+	}
+	for name, db := range databases(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dsn := db(t)
+			flags := []string{"--run-timeout", "1s", "--schedule-timeout", "1s", "--auto-reschedule", "2", "--reschedule-delay", "1s"}
+			a := startServer(t, dsn, flags...)
+			b := startServer(t, dsn, flags...)
+			const jobs = 6
+			for i := range jobs {
+				status, body := httpDo(t, "POST", a.url+"/api/v1/jobs", fmt.Sprintf(`{"taskname":"rpmlint","item":"pkg-%d","item_type":"koji_build"}`, i))
+				if status != 201 {
+					t.Fatalf("create: %d %s", status, body)
+				}
+				if i%2 == 0 {
+					var j statemachine.Job
+					json.Unmarshal([]byte(body), &j)
+					if status, body := httpDo(t, "POST", b.url+j.Href()+"/start", `{}`); status != 200 {
+						t.Fatalf("start: %d %s", status, body)
+					}
+				}
+			}
+			var all []statemachine.Job
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				_, body := httpDo(t, "GET", b.url+"/api/v1/jobs?limit=100", "")
+				var page struct {
+					Data []statemachine.Job `json:"data"`
+				}
+				json.Unmarshal([]byte(body), &page)
+				all = page.Data
+				settled := len(all) == 2*jobs
+				for _, j := range all {
+					settled = settled && j.State == statemachine.Crashed
+					if j.Attempt == 2 && settled {
+						settled = eventCount(t, a.url, j, "auto_reschedule") == 1
+					}
+				}
+				if settled {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("not settled after 60s: %d jobs\nserver a:\n%s\nserver b:\n%s", len(all), a.logs, b.logs)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			time.Sleep(1100 * time.Millisecond) // another sweep, which must change nothing
+			_, body := httpDo(t, "GET", a.url+"/api/v1/jobs?limit=100", "")
+			var page struct {
+				Data []statemachine.Job `json:"data"`
+			}
+			json.Unmarshal([]byte(body), &page)
+			if len(page.Data) != 2*jobs {
+				t.Fatalf("got %d jobs, want %d", len(page.Data), 2*jobs)
+			}
+			successors := 0
+			for _, j := range page.Data {
+				if j.Crash == nil || j.Crash.KeyVals["detected_by"][0] != "watchdog" {
+					t.Errorf("job %s: crash %+v, want the watchdog's", j.UUID, j.Crash)
+				}
+				if n := eventCount(t, b.url, j, "end"); n != 1 {
+					t.Errorf("job %s: %d end events, want 1", j.UUID, n)
+				}
+				if j.RescheduledFrom != nil {
+					successors++
+				}
+				if j.Attempt > 2 || j.Attempt == 2 && j.RescheduledTo != nil {
+					t.Errorf("job %s: attempt %d rescheduled to %v, beyond the limit", j.UUID, j.Attempt, j.RescheduledTo)
+				}
+			}
+			if successors != jobs {
+				t.Errorf("got %d successors, want %d", successors, jobs)
+			}
+		})
+	}
+}
+
+func eventCount(t *testing.T, base string, j statemachine.Job, kind string) int {
+	t.Helper()
+	_, body := httpDo(t, "GET", base+j.Href()+"/events", "")
+	var events struct {
+		Data []storage.HistoryEntry `json:"data"`
+	}
+	json.Unmarshal([]byte(body), &events)
+	n := 0
+	for _, e := range events.Data {
+		if string(e.Kind) == kind {
+			n++
+		}
+	}
+	return n
 }
