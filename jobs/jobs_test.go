@@ -41,3 +41,10 @@ func BenchmarkLifecycle(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkApplyBus measures batches of bus messages applied on each backend.
+func BenchmarkApplyBus(b *testing.B) {
+	for name, open := range backends {
+		b.Run(name, func(b *testing.B) { jobstest.BenchmarkApplyBus(b, open(b)) })
+	}
+}

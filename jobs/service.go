@@ -354,7 +354,7 @@ func (s *Service) outboxMessage(m statemachine.Message, at time.Time) (storage.O
 	if err != nil {
 		return storage.OutboxMessage{}, fmt.Errorf("message id: %w", err)
 	}
-	job, err := json.Marshal(m.Job)
+	job, err := m.Job.MarshalJSON() // compact already: json.Marshal would compact it again
 	if err != nil {
 		return storage.OutboxMessage{}, fmt.Errorf("encode job: %w", err)
 	}

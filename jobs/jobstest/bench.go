@@ -2,11 +2,13 @@ package jobstest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/fedora-qa/execdb/jobs"
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
+	"github.com/google/uuid"
 )
 
 // BenchmarkLifecycle measures the apply path: each iteration creates a job, starts it and
@@ -39,4 +41,36 @@ func BenchmarkLifecycle(b *testing.B, backend storage.Backend, group jobs.GroupC
 	secs := b.Elapsed().Seconds()
 	b.ReportMetric(float64(b.N)/secs, "jobs/s")
 	b.ReportMetric(float64(3*b.N)/secs, "transitions/s")
+}
+
+// BenchmarkApplyBus measures the bus path below the transport: batches of 255 messages (85
+// job lives: trigger, start, crash with keyvals), one ApplyBus each, as a consumer worker
+// applies them. It reports messages/s.
+func BenchmarkApplyBus(b *testing.B, backend storage.Backend) {
+	s := jobs.New(backend, jobs.Config{TopicPrefix: "org.example"})
+	ctx := context.Background()
+	const lives = 85
+	b.ResetTimer()
+	for i := range b.N {
+		msgs := make([]jobs.BusMessage, 0, 3*lives)
+		for k := range lives {
+			id := uuid.New()
+			ref := fmt.Sprintf("%d-%d", i, k)
+			msgs = append(msgs,
+				busTrigger("t-"+ref, statemachine.NewJob{UUID: id, TaskName: "rpmlint", Item: "foo-1.0-1.fc45", ItemType: "koji_build",
+					Data: statemachine.KeyVals{"koji_tag": {"f45-updates-testing"}}}),
+				busStart("s-"+ref, id),
+				busEndCrash("e-"+ref, id))
+		}
+		if _, err := s.ApplyBus(ctx, msgs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(3*lives*b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+func busEndCrash(id string, job uuid.UUID) jobs.BusMessage {
+	m := busEnd(id, job, statemachine.Crashed, statemachine.CauseMinion)
+	m.Event.End.Crash.KeyVals = statemachine.KeyVals{"step": {"MINION_CREATION"}, "reason": {"TIMED_OUT"}}
+	return m
 }

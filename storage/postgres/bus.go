@@ -157,7 +157,7 @@ const parkedColumns = `id, job_uuid, origin, message_id, topic, payload, body, r
 
 // TakeParked removes and returns the events parked for the jobs, oldest first.
 func (t *txn) TakeParked(ctx context.Context, ids []uuid.UUID) ([]storage.ParkedEvent, error) {
-	rows, err := t.tx.Query(ctx, `DELETE FROM parked_events WHERE job_uuid = ANY($1) RETURNING `+parkedColumns, ids)
+	rows, err := t.tx.Query(ctx, `DELETE FROM parked_events WHERE job_uuid = ANY($1) RETURNING `+parkedColumns, rawUUIDs(ids))
 	if err != nil {
 		return nil, fmt.Errorf("take events parked for %d jobs: %w", len(ids), interpretError(err))
 	}

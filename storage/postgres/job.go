@@ -42,7 +42,7 @@ func (b *Backend) Job(ctx context.Context, id uuid.UUID) (statemachine.Job, erro
 // LockJobs reads the jobs among ids that exist, FOR UPDATE in uuid order, with their data and
 // crash keyvals, in one round trip.
 func (t *txn) LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]statemachine.Job, error) {
-	jobs, err := readJobs(ctx, t.tx, `WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE`, ids)
+	jobs, err := readJobs(ctx, t.tx, `WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE`, rawUUIDs(ids))
 	if err != nil {
 		return nil, fmt.Errorf("lock %d jobs: %w", len(ids), err)
 	}
@@ -76,7 +76,7 @@ func readJobs(ctx context.Context, q querier, where string, arg any) ([]statemac
 	if err != nil || len(jobs) == 0 {
 		return jobs, interpretError(err)
 	}
-	ids := make([]uuid.UUID, len(jobs))
+	ids := make([][16]byte, len(jobs))
 	for i, j := range jobs {
 		ids[i] = j.UUID
 	}
@@ -164,4 +164,14 @@ func scanJob(row pgx.Row) (statemachine.Job, error) {
 	j.StartedAt, j.FinishedAt = utc(started), utc(finished)
 	j.Auto, j.AutoDueAt = statemachine.AutoMark(deref(auto)), utc(due)
 	return j, nil
+}
+
+// rawUUIDs is ids as [16]byte, which pgx encodes as uuid directly; a uuid.UUID goes through
+// its driver.Valuer, a string, for each element of an array.
+func rawUUIDs(ids []uuid.UUID) [][16]byte {
+	out := make([][16]byte, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
 }

@@ -87,15 +87,16 @@ func (t *txn) Write(ctx context.Context, w storage.Writes) error {
 	return nil
 }
 
-// jobRows is jobs as column arrays.
+// jobRows is jobs as column arrays. Uuids are [16]byte, which pgx encodes as uuid directly
+// (uuid.UUID would go through its driver.Valuer, a string, for each element).
 type jobRows struct {
-	uuids                                           []uuid.UUID
+	uuids                                           [][16]byte
 	states, tasks, items, itemTypes, arches, reqIDs []string
 	srcIDs, srcTopics, runners, artifacts, logs     []*string
 	notifies, causes, autos                         []*string
 	fatals                                          []*bool
 	attempts                                        []int32
-	from, to                                        []*uuid.UUID
+	from, to                                        []*[16]byte
 	created, updated, entered                       []time.Time
 	started, finished, due                          []*time.Time
 }
@@ -103,12 +104,12 @@ type jobRows struct {
 func columns(jobs []statemachine.Job) jobRows {
 	n := len(jobs)
 	r := jobRows{
-		uuids: make([]uuid.UUID, n), states: make([]string, n), tasks: make([]string, n), items: make([]string, n),
+		uuids: make([][16]byte, n), states: make([]string, n), tasks: make([]string, n), items: make([]string, n),
 		itemTypes: make([]string, n), arches: make([]string, n), reqIDs: make([]string, n),
 		srcIDs: make([]*string, n), srcTopics: make([]*string, n), runners: make([]*string, n),
 		artifacts: make([]*string, n), logs: make([]*string, n), notifies: make([]*string, n),
 		causes: make([]*string, n), autos: make([]*string, n), fatals: make([]*bool, n), attempts: make([]int32, n),
-		from: make([]*uuid.UUID, n), to: make([]*uuid.UUID, n), created: make([]time.Time, n),
+		from: make([]*[16]byte, n), to: make([]*[16]byte, n), created: make([]time.Time, n),
 		updated: make([]time.Time, n), entered: make([]time.Time, n), started: make([]*time.Time, n),
 		finished: make([]*time.Time, n), due: make([]*time.Time, n),
 	}
@@ -120,7 +121,7 @@ func columns(jobs []statemachine.Job) jobRows {
 		r.artifacts[i], r.logs[i] = nullString(j.ArtifactsURL), nullString(j.LogURL)
 		r.notifies[i], r.causes[i], r.fatals[i] = c.notify, c.cause, c.fatal
 		r.autos[i], r.attempts[i] = nullString(string(j.Auto)), int32(j.Attempt)
-		r.from[i], r.to[i] = j.RescheduledFrom, j.RescheduledTo
+		r.from[i], r.to[i] = (*[16]byte)(j.RescheduledFrom), (*[16]byte)(j.RescheduledTo)
 		r.created[i], r.updated[i], r.entered[i] = j.CreatedAt, j.UpdatedAt, j.StateEnteredAt
 		r.started[i], r.finished[i], r.due[i] = j.StartedAt, j.FinishedAt, j.AutoDueAt
 	}
@@ -170,7 +171,7 @@ func queueUpdateJobs(b *pgx.Batch, changes []storage.Change) {
 
 // keyValRows is key-values of several jobs as column arrays, a row a value.
 type keyValRows struct {
-	jobs      []uuid.UUID
+	jobs      [][16]byte
 	keys      []string
 	positions []int32
 	values    []string
@@ -197,7 +198,7 @@ func (r *keyValRows) queue(b *pgx.Batch, table string) {
 func queueHistory(b *pgx.Batch, history []storage.HistoryEntry) {
 	n := len(history)
 	var (
-		jobs                                                 = make([]uuid.UUID, n)
+		jobs                                                 = make([][16]byte, n)
 		kinds, verdicts, origins, msgIDs, actors, froms, tos = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		details                                              = make([]*string, n)
 		recorded                                             = make([]time.Time, n)
@@ -218,7 +219,7 @@ func queueHistory(b *pgx.Batch, history []storage.HistoryEntry) {
 func queueOutbox(b *pgx.Batch, msgs []storage.OutboxMessage) error {
 	n := len(msgs)
 	var (
-		msgIDs, jobs    = make([]uuid.UUID, n), make([]uuid.UUID, n)
+		msgIDs, jobs    = make([][16]byte, n), make([][16]byte, n)
 		topics, headers = make([]string, n), make([]string, n)
 		bodies          = make([][]byte, n)
 		created         = make([]time.Time, n)
