@@ -3,7 +3,9 @@
 //
 //   - HTTP creates and full job lives (create, start, finish CRASHED with keyvals) through
 //     `execdb serve` on PostgreSQL, at 8 and 32 connections (`execdb-load http`), against
-//     pgbench committing the same rows one transaction each (pgbench/*.sql);
+//     pgbench committing the same rows one transaction each, in two forms: statement by
+//     statement between BEGIN and COMMIT, a round trip each (pgbench/statements/*.sql), and
+//     one statement a transaction, one round trip (pgbench/cte/*.sql);
 //   - the same lives on SQLite at 32 connections (transitions/s = 3 × lives/s);
 //   - the bus: job lives published to RabbitMQ and applied by `execdb serve`, against the null
 //     pipeline (`execdb-load --null-pipeline`: the load tool consuming and republishing, no
@@ -51,6 +53,7 @@ type config struct {
 	noSQLite bool
 	kill     bool
 	pgbench  string
+	forms    []string
 	logLevel string
 	keep     bool
 	jsonPath string
@@ -58,7 +61,7 @@ type config struct {
 
 func main() {
 	var c config
-	var conns string
+	var conns, forms string
 	flag.StringVar(&c.repo, "repo", ".", "the ExecDB repository to build from")
 	flag.StringVar(&c.rev, "rev", "", "build execdb from this git revision (git archive) instead of the working tree; execdb-load always comes from the working tree")
 	flag.StringVar(&c.pgURL, "pg-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL to create the scratch databases in (a superuser: CREATE DATABASE, CHECKPOINT)")
@@ -73,13 +76,14 @@ func main() {
 	flag.BoolVar(&c.noSQLite, "no-sqlite", false, "skip the SQLite runs")
 	flag.BoolVar(&c.kill, "kill", false, "also kill -9 serve (PostgreSQL, then SQLite) in the middle of an HTTP lives run, restart it, and check that every job answered 2xx is stored")
 	flag.StringVar(&c.pgbench, "pgbench", "pgbench", "the pgbench binary")
+	flag.StringVar(&forms, "pgbench-forms", "statements,cte", "pgbench scripts to run, comma-separated: statements (BEGIN, a statement a row, COMMIT), cte (one statement a transaction)")
 	flag.StringVar(&c.logLevel, "log-level", "info", "serve's EXECDB_LOG_LEVEL (info, as deployed, logs every write)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the scratch databases and the work directory (binaries, logs, pgbench scripts)")
 	flag.StringVar(&c.jsonPath, "json", "", "also write every run's figures to this file as JSON")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: execdb-perf [flags]\n\n"+
 			"Runs HTTP load against execdb serve interleaved with pgbench writing the same rows, the\n"+
-			"bus against a null pipeline, and SQLite, and prints ratios. About 7 minutes with the\n"+
+			"bus against a null pipeline, and SQLite, and prints ratios. About 9 minutes with the\n"+
 			"defaults. It DROPS and recreates the databases --db-name and <db-name>_bus.\n\n")
 		flag.PrintDefaults()
 	}
@@ -91,6 +95,14 @@ func main() {
 			os.Exit(2)
 		}
 		c.conns = append(c.conns, n)
+	}
+	for f := range strings.SplitSeq(forms, ",") {
+		f = strings.TrimSpace(f)
+		if f != "statements" && f != "cte" {
+			fmt.Fprintf(os.Stderr, "execdb-perf: --pgbench-forms: %q is neither statements nor cte\n", f)
+			os.Exit(2)
+		}
+		c.forms = append(c.forms, f)
 	}
 	if c.rounds < 1 || c.duration < time.Second || c.busJobs < 1 {
 		fmt.Fprintln(os.Stderr, "execdb-perf: --rounds and --bus-jobs must be positive, --duration at least 1s")
@@ -125,7 +137,7 @@ type results struct {
 }
 
 type round struct {
-	PGBench map[string]*pgbenchRun `json:"pgbench"` // by "creates@8"
+	PGBench map[string]*pgbenchRun `json:"pgbench"` // by "creates@8/statements"
 	HTTP    map[string]*httpRun    `json:"http"`
 	SQLite  *httpRun               `json:"sqlite,omitempty"`
 }
@@ -149,7 +161,7 @@ func key(workload string, conns int) string { return fmt.Sprintf("%s@%d", worklo
 func run(ctx context.Context, c config) (res *results, err error) {
 	res = &results{Started: time.Now().UTC(), Machine: machineFacts(), Config: map[string]any{
 		"rev": c.rev, "rounds": c.rounds, "duration": c.duration.String(), "conns": c.conns,
-		"pgbench_threads": c.threads, "bus_jobs": c.busJobs, "kill": c.kill, "log_level": c.logLevel}}
+		"pgbench_threads": c.threads, "pgbench_forms": c.forms, "bus_jobs": c.busJobs, "kill": c.kill, "log_level": c.logLevel}}
 	defer func() { res.Finished = time.Now().UTC() }()
 
 	// What is missing should stop the run before it starts, not after minutes of it.
@@ -232,20 +244,30 @@ func run(ctx context.Context, c config) (res *results, err error) {
 		for _, workload := range []string{"creates", "lives"} {
 			for _, n := range c.conns {
 				k := key(workload, n)
-				db.checkpoint(ctx)
-				pg, err := runPGBench(ctx, c, pgDB, scripts[workload], n)
-				if err != nil {
-					return res, fmt.Errorf("round %d, pgbench %s: %w", r+1, k, err)
+				var line strings.Builder
+				line.WriteString("pgbench")
+				for _, form := range c.forms {
+					db.checkpoint(ctx)
+					pg, err := runPGBench(ctx, c, pgDB, scripts[form][workload], n)
+					if err != nil {
+						return res, fmt.Errorf("round %d, pgbench %s %s: %w", r+1, form, k, err)
+					}
+					pg.Form = form
+					rd.PGBench[k+"/"+form] = pg
+					fmt.Fprintf(&line, " %s %5.0f/s", map[string]string{"statements": "stmts", "cte": "cte"}[form], pg.TPS)
 				}
-				rd.PGBench[k] = pg
 				db.checkpoint(ctx)
 				h, err := runHTTP(ctx, b.load, pgServe, workload, n, c.duration, "")
 				if err != nil {
 					return res, fmt.Errorf("round %d, http %s: %w", r+1, k, err)
 				}
 				rd.HTTP[k] = h
-				fmt.Printf("round %d/%d  %-10s pgbench %7.0f/s  | ExecDB %7.0f/s  %5.2f×  p99 %6.1f ms  serve CPU %.2f ms/request  machine %3.0f%% busy%s\n",
-					r+1, c.rounds, k, pg.TPS, h.UnitRate, h.UnitRate/pg.TPS, h.All.P99, h.ServeCPU, h.MachineBusy, h.trouble())
+				fmt.Fprintf(&line, "  | ExecDB %5.0f/s", h.UnitRate)
+				for _, form := range c.forms {
+					fmt.Fprintf(&line, " %.2f×", h.UnitRate/rd.PGBench[k+"/"+form].TPS)
+				}
+				fmt.Printf("round %d/%d  %-10s %s  p99 %5.1f ms  serve CPU %.2f ms/req  machine %3.0f%% busy%s\n",
+					r+1, c.rounds, k, line.String(), h.All.P99, h.ServeCPU, h.MachineBusy, h.trouble())
 			}
 		}
 		if liteServe != nil {
@@ -254,7 +276,7 @@ func run(ctx context.Context, c config) (res *results, err error) {
 				return res, fmt.Errorf("round %d, SQLite: %w", r+1, err)
 			}
 			rd.SQLite = h
-			fmt.Printf("round %d/%d  %-10s SQLite  %7.0f lives/s = %.0f transitions/s  p99 %6.1f ms  serve CPU %.2f ms/request  machine %3.0f%% busy%s\n",
+			fmt.Printf("round %d/%d  %-10s SQLite %5.0f lives/s = %.0f transitions/s  p99 %5.1f ms  serve CPU %.2f ms/req  machine %3.0f%% busy%s\n",
 				r+1, c.rounds, key("lives", top), h.UnitRate, 3*h.UnitRate, h.All.P99, h.ServeCPU, h.MachineBusy, h.trouble())
 		}
 	}

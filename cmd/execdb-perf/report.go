@@ -49,32 +49,53 @@ func report(out io.Writer, c config, res *results) {
 	top := c.conns[len(c.conns)-1]
 	summary := map[string]float64{} // what the targets are checked against
 	fmt.Fprintf(out, "\n== ExecDB against baselines on this machine: median of %d interleaved rounds of %s each ==\n\n", len(res.Rounds), c.duration)
-	fmt.Fprintf(out, "%-18s %5s %10s %10s %15s  %-22s %8s %8s %10s\n", "HTTP on PostgreSQL", "conns", "pgbench/s", "ExecDB/s",
-		"ExecDB/pgbench", "per round", "p50 ms", "p99 ms", "CPU ms/req")
+	short := map[string]string{"statements": "stmts", "cte": "cte"}
+	fmt.Fprintf(out, "%-10s %5s", "HTTP on PG", "conns")
+	for _, f := range c.forms {
+		fmt.Fprintf(out, " %11s", "pgbench "+short[f])
+	}
+	fmt.Fprintf(out, " %9s", "ExecDB")
+	for _, f := range c.forms {
+		fmt.Fprintf(out, " %9s", "÷"+short[f])
+	}
+	fmt.Fprintf(out, "  %-17s %7s %7s %7s\n", "per round ÷"+short[c.forms[0]], "p50 ms", "p99 ms", "CPU ms")
 	for _, workload := range []string{"creates", "lives"} {
 		for _, n := range c.conns {
 			k := key(workload, n)
-			var pg, ex, ratio, p50, p99, cpu []float64
+			pg, ratio := map[string][]float64{}, map[string][]float64{}
+			var ex, p50, p99, cpu []float64
 			for _, r := range res.Rounds {
-				p, h := r.PGBench[k], r.HTTP[k]
-				if p == nil || h == nil {
+				h := r.HTTP[k]
+				if h == nil {
 					continue
 				}
-				pg, ex, ratio = append(pg, p.TPS), append(ex, h.UnitRate), append(ratio, h.UnitRate/p.TPS)
-				p50, p99, cpu = append(p50, h.All.P50), append(p99, h.All.P99), append(cpu, h.ServeCPU)
+				ex, p50, p99, cpu = append(ex, h.UnitRate), append(p50, h.All.P50), append(p99, h.All.P99), append(cpu, h.ServeCPU)
+				for _, f := range c.forms {
+					if p := r.PGBench[k+"/"+f]; p != nil {
+						pg[f], ratio[f] = append(pg[f], p.TPS), append(ratio[f], h.UnitRate/p.TPS)
+					}
+				}
 			}
-			name := "creates"
+			name := "creates/s"
 			if workload == "lives" {
-				name = "job lives"
+				name = "lives/s"
 			}
-			fmt.Fprintf(out, "%-18s %5d %10.0f %10.0f %14.2f×  %-22s %8.1f %8.1f %10.2f\n", name, n, median(pg), median(ex), median(ratio),
-				join(ratio, "%.2f"), median(p50), median(p99), median(cpu))
-			summary[k] = median(ratio)
+			fmt.Fprintf(out, "%-10s %5d", name, n)
+			for _, f := range c.forms {
+				fmt.Fprintf(out, " %11.0f", median(pg[f]))
+			}
+			fmt.Fprintf(out, " %9.0f", median(ex))
+			for _, f := range c.forms {
+				fmt.Fprintf(out, " %8.2f×", median(ratio[f]))
+				summary[k+"/"+f] = median(ratio[f])
+			}
+			fmt.Fprintf(out, "  %-17s %7.1f %7.1f %7.2f\n", join(ratio[c.forms[0]], "%.2f"), median(p50), median(p99), median(cpu))
 		}
 	}
-	fmt.Fprintf(out, "(a job life is 3 requests and 3 pgbench transactions: transitions/s = 3 × lives/s, the same ratio;\n"+
-		" ExecDB/pgbench is the median of the rounds' ratios; p50/p99 ExecDB's, over all requests of a run;\n"+
-		" CPU: serve's own CPU time per 2xx request)\n")
+	fmt.Fprintf(out, "pgbench stmts: BEGIN, a statement a row, COMMIT (a round trip each); pgbench cte: the same rows in one\n"+
+		"statement a transaction (one round trip); both -M prepared, -j %d. A job life is 3 requests and 3 pgbench\n"+
+		"transactions: transitions/s = 3 × lives/s, the same ratio. ÷: the median of the rounds' ratios. p50/p99 are\n"+
+		"ExecDB's, over all requests of a run; CPU: serve's own CPU time per 2xx request.\n", c.threads)
 
 	if res.Rounds[0].SQLite != nil {
 		var lives, p99, cpu []float64
@@ -262,14 +283,16 @@ func targets(out io.Writer, c config, m map[string]float64) {
 		workload, label string
 		min             float64
 	}{{"creates", "creates ≥ 1.50× pgbench", 1.5}, {"lives", "transitions ≥ 1.20× pgbench", 1.2}} {
-		var got []string
-		ok := true
-		for _, n := range c.conns {
-			r := m[key(t.workload, n)]
-			got = append(got, fmt.Sprintf("@%d %.2f×", n, r))
-			ok = ok && r >= t.min
+		for _, f := range c.forms {
+			var got []string
+			ok := true
+			for _, n := range c.conns {
+				r := m[key(t.workload, n)+"/"+f]
+				got = append(got, fmt.Sprintf("@%d %.2f×", n, r))
+				ok = ok && r >= t.min
+			}
+			row(t.label+" "+f, strings.Join(got, ", "), ok)
 		}
-		row(t.label, strings.Join(got, ", "), ok)
 	}
 	cr, lv := m["p99 creates, PostgreSQL:"], m["p99 job lives, PostgreSQL:"]
 	row(fmt.Sprintf("p99 < 25 ms at %d connections", top), fmt.Sprintf("creates %.1f ms, lives %.1f ms", cr, lv), cr < 25 && lv < 25)

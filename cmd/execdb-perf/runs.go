@@ -27,32 +27,36 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// The pgbench scripts: a create is create.sql; a job life is create.sql, start.sql and
-// crash.sql run one after the other by the same client, three transactions, so that pgbench's
-// "tps" of the lives script counts job lives.
+// The pgbench scripts, in two forms (statements/ and cte/): a create is create.sql; a job life
+// is create.sql, start.sql and crash.sql run one after the other by the same client, three
+// transactions, so that pgbench's "tps" of the lives script counts job lives.
 //
-//go:embed pgbench/*.sql
+//go:embed pgbench/statements/*.sql pgbench/cte/*.sql
 var pgbenchFS embed.FS
 
-func writeScripts(work string) (map[string]string, error) {
-	read := func(name string) []byte {
-		b, err := pgbenchFS.ReadFile("pgbench/" + name)
-		if err != nil {
-			panic(err)
+// writeScripts writes the scripts pgbench runs, by form and workload.
+func writeScripts(work string) (map[string]map[string]string, error) {
+	paths := map[string]map[string]string{}
+	for _, form := range []string{"statements", "cte"} {
+		read := func(name string) []byte {
+			b, err := pgbenchFS.ReadFile("pgbench/" + form + "/" + name)
+			if err != nil {
+				panic(err)
+			}
+			return b
 		}
-		return b
-	}
-	files := map[string][]byte{
-		"creates": read("create.sql"),
-		"lives":   bytes.Join([][]byte{read("create.sql"), read("start.sql"), read("crash.sql")}, []byte("\n")),
-	}
-	paths := map[string]string{}
-	for w, b := range files {
-		p := filepath.Join(work, "pgbench-"+w+".sql")
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			return nil, err
+		files := map[string][]byte{
+			"creates": read("create.sql"),
+			"lives":   bytes.Join([][]byte{read("create.sql"), read("start.sql"), read("crash.sql")}, []byte("\n")),
 		}
-		paths[w] = p
+		paths[form] = map[string]string{}
+		for w, b := range files {
+			p := filepath.Join(work, "pgbench-"+form+"-"+w+".sql")
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				return nil, err
+			}
+			paths[form][w] = p
+		}
 	}
 	return paths, nil
 }
@@ -213,6 +217,7 @@ func (s *scratch) close(keep bool) {
 }
 
 type pgbenchRun struct {
+	Form         string  `json:"form"` // statements or cte
 	Script       string  `json:"script"`
 	Conns        int     `json:"conns"`
 	Seconds      int     `json:"seconds"`

@@ -1,6 +1,9 @@
 -- One ExecDB create as PostgreSQL alone commits it, one transaction: the job row, its job_data
 -- row, its history entry and its outbox message (the job-state message of ExecDB's size and
 -- shape), in one statement and so one round trip (execdb-perf runs it with -M prepared).
+-- ../statements/create.sql writes the same rows statement by statement. Literal JSON has a
+-- space after a colon before a value that is not a string: pgbench reads a colon followed by
+-- a name as a variable.
 \set task random(1, 8)
 \set pkg random(1, 100000)
 WITH j AS (
