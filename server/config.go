@@ -49,6 +49,7 @@ type Config struct {
 	BaseURL         string               // EXECDB_BASE_URL, without a trailing slash
 	ResultsDBURL    string               // EXECDB_RESULTSDB_URL, without a trailing slash
 	Retention       jobs.Retention       // EXECDB_RETENTION: zero keeps everything
+	Pprof           string               // EXECDB_PPROF: HOST:PORT of the profiling listener; empty: none
 
 	// Log is the service's log; nil logs nothing.
 	Log *zap.Logger
@@ -213,6 +214,17 @@ func settings() []setting {
 			u, err := checkHTTPURL(v)
 			c.ResultsDBURL = u
 			return err
+		}},
+		{"pprof", "EXECDB_PPROF", "", "HOST:PORT to serve Go's profiles on (/debug/pprof/), e.g. 127.0.0.1:6060; unset: none. Anyone who reaches it can read the process's memory and stacks: keep it on loopback", func(c *Config, v string) error {
+			if v == "" {
+				return nil
+			}
+			_, port, err := net.SplitHostPort(v)
+			if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+				return fmt.Errorf("want HOST:PORT such as 127.0.0.1:6060, got %q", v)
+			}
+			c.Pprof = v
+			return nil
 		}},
 		{"log-format", "EXECDB_LOG_FORMAT", "json", "log format: json or console", func(c *Config, v string) error {
 			if v != "json" && v != "console" {

@@ -24,6 +24,7 @@ import (
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/storage/postgres"
 	"github.com/fedora-qa/execdb/storage/sqlite"
+	"github.com/fedora-qa/execdb/web"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -170,7 +171,8 @@ func Run(ctx context.Context, cfg Config) error {
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	auto := statemachine.AutoPolicy{Limit: cfg.AutoReschedule, FirstDelay: cfg.RescheduleDelay}
 	store := jobs.New(backend, jobs.Config{TopicPrefix: cfg.TopicPrefix, BaseURL: cfg.BaseURL, AutoReschedule: &auto,
-		OnCommit: CommitHook(log, metrics.NewJobs(registry))})
+		GroupCommit: groupCommit(cfg.DB), OnCommit: CommitHook(log, metrics.NewJobs(registry))})
+	defer store.Close() // after the HTTP server: it answers the writes it took
 
 	// The consumers, the relay and the sweeps run until stopBackground: on shutdown, before the
 	// HTTP server, so that no message is taken that could not be finished.
@@ -196,9 +198,22 @@ func Run(ctx context.Context, cfg Config) error {
 		Help:        "Always 1; the labels say which execdb runs.",
 		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit, "goversion": build.GoVersion},
 	}, func() float64 { return 1 }))
-	handler := api.New(store, api.Config{Tokens: cfg.Tokens, Logger: log, Registry: registry, Checks: bus.checks,
+	apiHandler := api.New(store, api.Config{Tokens: cfg.Tokens, Logger: log, Registry: registry, Checks: bus.checks,
 		Version: map[string]string{"version": build.Version, "commit": build.Commit}, BaseURL: cfg.BaseURL,
 		Retention: cfg.Retention, OnPrune: func(res jobs.PruneResult) { pruned.count(res); logPrune(log, res) }}).Handler()
+	pages := web.New(web.Config{Reader: store, BaseURL: cfg.BaseURL, ResultsDBURL: cfg.ResultsDBURL,
+		RunTimeout: cfg.RunTimeout, ScheduleTimeout: cfg.ScheduleTimeout, Logger: log.With(zap.String("component", "pages"))})
+	defer pages.Close() // after the HTTP server, before the database
+	handler := http.NewServeMux()
+	for _, p := range web.Patterns {
+		handler.Handle(p, pages)
+	}
+	handler.Handle("/", apiHandler) // the API, and its JSON 404 for everything else
+	_, stopPprof, err := startPprof(cfg.Pprof, log)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 	served := make(chan error, 1)
@@ -238,4 +253,14 @@ func loopbackAddress(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// groupCommit is how HTTP writes are grouped on the database db names (jobs.GroupCommit): one
+// lane on SQLite, whose one writer commits one unit at a time; four on PostgreSQL, within its
+// pool of connections (postgres.DefaultMaxConns) beside the bus workers and the readers.
+func groupCommit(db string) jobs.GroupCommit {
+	if strings.HasPrefix(db, "sqlite:") {
+		return jobs.GroupCommit{Lanes: 1}
+	}
+	return jobs.GroupCommit{Lanes: 4}
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/fedora-qa/execdb/internal/testenv"
 	"github.com/fedora-qa/execdb/storage/postgres"
+	"github.com/google/uuid"
 	_ "modernc.org/sqlite"
 )
 
@@ -195,6 +198,101 @@ func TestKill9KeepsAnsweredWrites(t *testing.T) {
 			if status != 200 || strings.Count(body, `"verdict":"applied"`) != 3 {
 				t.Errorf("history after kill -9: got %d %s, want 3 applied events", status, body)
 			}
+		})
+	}
+}
+
+// TestKill9UnderConcurrentWrites: 16 clients run job lives (create, start, finish) at once, so
+// that their writes share units (group commit), and the process is killed with SIGKILL in the
+// middle: after the restart every write that was answered 2xx is there, each job at least as
+// far as its last answer said.
+func TestKill9UnderConcurrentWrites(t *testing.T) {
+	for name, db := range databases(t) {
+		t.Run(name, func(t *testing.T) {
+			dsn := db(t)
+			s := startServer(t, dsn)
+			client := &http.Client{Timeout: 10 * time.Second}
+			post := func(url, body string) int {
+				resp, err := client.Post(url, "application/json", strings.NewReader(body))
+				if err != nil {
+					return 0 // killed: not answered
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			var (
+				mu       sync.Mutex
+				answered = map[string]string{} // job uuid -> the last state a 2xx answer gave it
+				wg       sync.WaitGroup
+				stop     = make(chan struct{})
+			)
+			for c := range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						id := uuid.NewString()
+						job := s.url + "/api/v1/jobs/" + id
+						steps := []struct{ url, body, state string }{
+							{s.url + "/api/v1/jobs", fmt.Sprintf(`{"uuid":%q,"taskname":"rpmlint","item":"pkg-%d-%d","item_type":"koji_build"}`, id, c, i), "SCHEDULED"},
+							{job + "/start", ``, "RUNNING"},
+							{job + "/finish", `{"state":"CRASHED","crash":{"cause":"minion","keyvals":{"step":["MINION_CREATION"]}}}`, "CRASHED"},
+						}
+						for _, st := range steps {
+							code := post(st.url, st.body)
+							if code < 200 || code > 299 {
+								break
+							}
+							mu.Lock()
+							answered[id] = st.state
+							mu.Unlock()
+						}
+					}
+				}()
+			}
+			// Kill once some work was answered.
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				mu.Lock()
+				n := len(answered)
+				mu.Unlock()
+				if n >= 200 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			s.kill9(t)
+			close(stop)
+			wg.Wait()
+			s = startServer(t, dsn)
+			order := map[string]int{"SCHEDULED": 0, "RUNNING": 1, "CRASHED": 2}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(answered) == 0 {
+				t.Fatal("no write was answered before the kill")
+			}
+			lost := 0
+			for id, state := range answered {
+				status, body := httpDo(t, "GET", s.url+"/api/v1/jobs/"+id, "")
+				var got struct{ State string }
+				json.Unmarshal([]byte(body), &got)
+				if status != 200 || order[got.State] < order[state] {
+					lost++
+					if lost <= 5 {
+						t.Errorf("job %s: answered %s before the kill, got %d %s after", id, state, status, body)
+					}
+				}
+			}
+			if lost > 0 {
+				t.Errorf("%d of %d answered jobs lost something", lost, len(answered))
+			}
+			t.Logf("%d jobs had answered writes when serve was killed", len(answered))
 		})
 	}
 }
