@@ -1,7 +1,9 @@
-// Package storage keeps jobs, their history and the outbox of job-state messages. Store holds
-// the logic every backend shares (run the state machine inside a transaction, record history,
-// queue messages); a Backend (storage/postgres, storage/sqlite) supplies the transactions and
-// queries. storage/storagetest states the semantics once and every backend passes it.
+// Package storage is the seam between the job service (package jobs) and a database: the
+// types that are stored (history entries, outbox, parked and rejected messages, filters and
+// stats), Backend (the reads and maintenance that need no caller's transaction) and Tx (the
+// locks and reads of a unit of work, and its one Write). A backend (storage/postgres,
+// storage/sqlite) implements them; storage/storagetest states what each method must do and
+// every backend passes it. Nothing here decides what a job may do.
 package storage
 
 import (
