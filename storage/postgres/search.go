@@ -102,6 +102,9 @@ func (b *Backend) fillKeyVals(ctx context.Context, jobs []statemachine.Job) erro
 // jobs counted once (Grouped's first) whose sum is the total. percentile_disc gives the same
 // discrete percentiles as storage.Percentile.
 func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.StatsResult, error) {
+	if combos, ok := fixedCombinations(s); ok {
+		return b.fixedStats(ctx, s, combos)
+	}
 	var res storage.StatsResult
 	groups := sqlbuild.GroupColumns(s)
 	sql, args := statsSQL(s)
@@ -158,10 +161,7 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 // duration).
 func statsSQL(s storage.StatsQuery) (string, []any) {
 	q := sqlbuild.New(dialect{})
-	terminal := "j.state IN ('" + strings.Join(sqlbuild.Terminal, "', '") + "')"
-	inner := sqlbuild.Grouped(q, s,
-		"CASE WHEN "+terminal+" THEN EXTRACT(EPOCH FROM j.started_at - j.created_at)::float8 END AS wait",
-		"CASE WHEN "+terminal+" THEN EXTRACT(EPOCH FROM j.finished_at - j.started_at)::float8 END AS run")
+	inner := sqlbuild.Grouped(q, s, waitColumn, runColumn)
 	groups := sqlbuild.GroupColumns(s)
 	groupList := ""
 	if len(groups) > 0 {
@@ -176,6 +176,14 @@ func statsSQL(s storage.StatsQuery) (string, []any) {
 	}
 	return sql, q.Args
 }
+
+// The durations of a finished or crashed job, in seconds, as columns of Grouped; NULL for a job
+// in any other state.
+var (
+	terminal   = "j.state IN ('" + strings.Join(sqlbuild.Terminal, "', '") + "')"
+	waitColumn = "CASE WHEN " + terminal + " THEN EXTRACT(EPOCH FROM j.started_at - j.created_at)::float8 END AS wait"
+	runColumn  = "CASE WHEN " + terminal + " THEN EXTRACT(EPOCH FROM j.finished_at - j.started_at)::float8 END AS run"
+)
 
 // durations is p50 and p90 (percentiles, from percentile_disc) and max, or nil when the group
 // had no duration.
