@@ -153,30 +153,27 @@ func (s *Service) ApplyBus(ctx context.Context, msgs []BusMessage) ([]BusResult,
 	results := make([]BusResult, len(prepared))
 	err := s.run(ctx, func(u *unit) error {
 		clear(results)
-		if err := u.lockKeys(ctx, keys); err != nil {
-			return err
+		// Every create's request id and parked events are loaded, also those of a message
+		// seen before: what it does not apply is parked again.
+		l := storage.Load{Keys: keys, SeenIDs: ids, SeenAt: now, Jobs: keys}
+		var creates []statemachine.NewJob
+		for _, m := range prepared {
+			if m.Create != nil {
+				creates = append(creates, *m.Create)
+			}
 		}
-		fresh, err := u.tx.MarkSeen(ctx, ids, now)
+		loadCreates(&l, creates)
+		fresh, err := u.load(ctx, l)
 		if err != nil {
-			return fmt.Errorf("mark message ids: %w", err)
+			return err
 		}
 		isNew := make(map[string]bool, len(ids))
 		for i, id := range ids {
 			isNew[id] = fresh[i]
 		}
 		todo := make([]bool, len(prepared))
-		var creates []statemachine.NewJob
 		for i, m := range prepared {
 			todo[i] = first[m.Meta.MessageID] == i && isNew[m.Meta.MessageID]
-			if todo[i] && m.Create != nil {
-				creates = append(creates, *m.Create)
-			}
-		}
-		if err := u.lockAll(ctx, keys); err != nil {
-			return err
-		}
-		if err := u.loadForCreates(ctx, creates); err != nil {
-			return err
 		}
 		for i, m := range prepared {
 			if !todo[i] {

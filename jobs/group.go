@@ -218,29 +218,21 @@ func isOutcome(err error) bool {
 		errors.As(err, &rescheduleRefused) || errors.As(err, &taken)
 }
 
-// prepare locks and reads, in a few queries, what the writes need: the key locks of the uuids
-// the creates name (sorted, before any job lock), every job the writes name, and for the creates
-// the jobs of their request ids and the events parked for them.
+// prepare locks and reads, with one Tx.Load, what the writes need: the key locks of the uuids
+// the creates name, every job the writes name, and for the creates the jobs of their request
+// ids and the events parked for them.
 func (u *unit) prepare(ctx context.Context, ws []write) error {
-	var keys, ids []uuid.UUID
+	var l storage.Load
 	var creates []statemachine.NewJob
 	for _, w := range ws {
-		ids = append(ids, w.key)
+		l.Jobs = append(l.Jobs, w.key)
 		if w.create != nil {
-			keys = append(keys, w.create.UUID)
 			creates = append(creates, *w.create)
 		}
 	}
-	if err := u.lockKeys(ctx, keys); err != nil {
-		return err
-	}
-	if err := u.lockAll(ctx, ids); err != nil {
-		return err
-	}
-	if len(creates) == 0 {
-		return nil
-	}
-	return u.loadForCreates(ctx, creates)
+	loadCreates(&l, creates)
+	_, err := u.load(ctx, l)
+	return err
 }
 
 // close stops the lanes; writes still queued are answered ErrClosed.

@@ -32,7 +32,7 @@ func TestService(t *testing.T) {
 }
 
 // BenchmarkLifecycle measures full job lives (create, start, crash) on each backend, each
-// write a unit of its own and with group commit (one lane on SQLite, four on PostgreSQL).
+// write a unit of its own and with group commit (one lane on SQLite, two on PostgreSQL).
 func BenchmarkLifecycle(b *testing.B) {
 	for name, open := range backends {
 		lanes := map[string]int{"sqlite": 1, "postgres": 4}[name]

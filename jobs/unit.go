@@ -121,69 +121,59 @@ func (u *unit) loadRequests(ctx context.Context, requestIDs []string) error {
 	return nil
 }
 
-// lockKeys takes the key locks (storage.Tx.LockKeys) of ids, sorted; a unit locks every key
-// it needs in one call, before it locks any job.
-func (u *unit) lockKeys(ctx context.Context, ids []uuid.UUID) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	if err := u.tx.LockKeys(ctx, sortedUnique(ids)); err != nil {
-		return fmt.Errorf("lock jobs: %w", err)
-	}
-	return nil
-}
-
-// loadForCreates reads what creating the jobs ns needs, once the unit holds the key locks of
-// their uuids (against parking and a concurrent create of the same uuid): the jobs that hold
-// those uuids or the request ids, and the events parked for the jobs that will be created.
-func (u *unit) loadForCreates(ctx context.Context, ns []statemachine.NewJob) error {
-	keys := make([]uuid.UUID, len(ns))
-	reqs := make([]string, len(ns))
-	for i, n := range ns {
-		keys[i], reqs[i] = n.UUID, n.RequestID
-	}
-	if err := u.lockAll(ctx, keys); err != nil {
-		return err
-	}
-	if err := u.loadRequests(ctx, reqs); err != nil {
-		return err
-	}
-	return u.takeParked(ctx, ns)
-}
-
-// takeParked takes the events parked for the jobs of ns that will be created: neither their
-// request id nor their uuid is taken.
-func (u *unit) takeParked(ctx context.Context, ns []statemachine.NewJob) error {
-	reqSeen := map[string]bool{}
-	for req := range u.byRequest {
-		reqSeen[req] = true
-	}
-	var creating []uuid.UUID
-	for _, n := range ns {
-		_, taken := u.jobs[n.UUID]
-		if reqSeen[n.RequestID] || taken || slices.Contains(creating, n.UUID) {
-			continue
+// load locks and reads, with one Tx.Load, what l names (the key locks sorted, before any job
+// lock), leaving out the jobs the unit knows, and keeps what it found: the jobs, the jobs of
+// the request ids, and the events taken from the park, which writes parks again unless a create
+// applied them. It returns, for each of l.SeenIDs, whether it is new.
+func (u *unit) load(ctx context.Context, l storage.Load) ([]bool, error) {
+	l.Keys = sortedUnique(l.Keys)
+	var todo []uuid.UUID
+	for _, id := range l.Jobs {
+		if _, known := u.jobs[id]; !known && !u.absent[id] {
+			todo = append(todo, id)
 		}
-		reqSeen[n.RequestID] = true
-		creating = append(creating, n.UUID)
 	}
-	if len(creating) == 0 {
-		return nil
-	}
-	parked, err := u.tx.TakeParked(ctx, creating)
+	l.Jobs = sortedUnique(todo)
+	loaded, err := u.tx.Load(ctx, l)
 	if err != nil {
-		return fmt.Errorf("take parked events: %w", err)
+		return nil, fmt.Errorf("lock and read jobs: %w", err)
 	}
-	for _, p := range parked {
+	for _, id := range l.Jobs {
+		if job, ok := loaded.Jobs[id]; ok {
+			u.jobs[id] = job
+		} else {
+			u.absent[id] = true
+		}
+	}
+	for req, job := range loaded.ByRequestID {
+		u.byRequest[req] = job.UUID
+		if _, ok := u.jobs[job.UUID]; !ok {
+			u.jobs[job.UUID] = job
+		}
+	}
+	for _, p := range loaded.Parked {
 		u.parked[p.JobUUID] = append(u.parked[p.JobUUID], p)
 	}
-	return nil
+	return loaded.Fresh, nil
+}
+
+// loadCreates adds to l what creating the jobs ns needs: their uuids' key locks (against
+// parking and a concurrent create of the same uuid), the jobs that hold those uuids or request
+// ids, and the events parked for those uuids.
+func loadCreates(l *storage.Load, ns []statemachine.NewJob) {
+	for _, n := range ns {
+		l.Keys = append(l.Keys, n.UUID)
+		l.Jobs = append(l.Jobs, n.UUID)
+		l.RequestIDs = append(l.RequestIDs, n.RequestID)
+		l.Parked = append(l.Parked, n.UUID)
+	}
+	l.Parked = sortedUnique(l.Parked)
 }
 
 // create makes the job n (see Service.Create), or finds the one its request id made. A create
 // whose request id made a job with another uuid than it names (unless ExecDB issued that uuid:
 // uuidIssued), or whose uuid a job of another request holds, is refused with a conflict
-// rejection, and nothing is written. The unit must have loaded it (loadForCreates).
+// rejection, and nothing is written. The unit must have loaded it (loadCreates).
 func (u *unit) create(n statemachine.NewJob, meta statemachine.Meta, uuidIssued bool) (Result, *Rejection, error) {
 	if id, ok := u.byRequest[n.RequestID]; ok {
 		existing := u.jobs[id]
@@ -322,9 +312,8 @@ func (u *unit) writes() storage.Writes {
 	}
 	for _, ps := range u.parked {
 		for _, p := range ps {
-			if p.ID == 0 { // parked by this unit, not taken
-				w.Parked = append(w.Parked, p)
-			}
+			p.ID = 0 // parked by this unit, or taken and not applied: parked (again)
+			w.Parked = append(w.Parked, p)
 		}
 	}
 	slices.SortStableFunc(w.Parked, func(a, b storage.ParkedEvent) int { return a.ParkedAt.Compare(b.ParkedAt) })

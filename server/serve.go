@@ -256,11 +256,14 @@ func loopbackAddress(addr string) bool {
 }
 
 // groupCommit is how HTTP writes are grouped on the database db names (jobs.GroupCommit): one
-// lane on SQLite, whose one writer commits one unit at a time; four on PostgreSQL, within its
-// pool of connections (postgres.DefaultMaxConns) beside the bus workers and the readers.
+// lane on SQLite, whose one writer commits one unit at a time; two on PostgreSQL, within its
+// pool of connections (postgres.DefaultMaxConns) beside the bus workers and the readers. Two
+// lanes gave more writes a second than four or one at 8 and 32 connections on a 2-CPU machine
+// (docs/performance.md): fewer lanes make bigger units, and a unit's cost is mostly per
+// statement, not per row.
 func groupCommit(db string) jobs.GroupCommit {
 	if strings.HasPrefix(db, "sqlite:") {
 		return jobs.GroupCommit{Lanes: 1}
 	}
-	return jobs.GroupCommit{Lanes: 4}
+	return jobs.GroupCommit{Lanes: 2}
 }

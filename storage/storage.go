@@ -106,6 +106,10 @@ type Tx interface {
 	// TakeExpired removes and returns up to limit events parked before the given time, oldest
 	// first. Concurrent callers get different events.
 	TakeExpired(ctx context.Context, before time.Time, limit int) ([]ParkedEvent, error)
+	// Load does what l asks, in the order of Load's fields, as the methods above would, and
+	// returns what they return. A unit of work loads what it needs with one Load before it
+	// decides; PostgreSQL sends it, with the transaction's BEGIN, in one round trip.
+	Load(ctx context.Context, l Load) (Loaded, error)
 
 	RescheduleTx // reschedule.go: the sweeps' claims
 
@@ -115,6 +119,59 @@ type Tx interface {
 	// increase along their lists). A taken uuid or request id is ErrConflict; a value the
 	// database refuses is ErrInvalidData.
 	Write(ctx context.Context, w Writes) error
+}
+
+// Load is what a unit of work locks and reads before it decides (Tx.Load), in this order. An
+// empty list skips its step.
+type Load struct {
+	Keys       []uuid.UUID // LockKeys: sorted
+	SeenIDs    []string    // MarkSeen at SeenAt: distinct
+	SeenAt     time.Time
+	Jobs       []uuid.UUID // LockJobs: sorted
+	RequestIDs []string    // JobsByRequestID
+	Parked     []uuid.UUID // TakeParked
+}
+
+// Loaded is what Tx.Load found: Fresh as MarkSeen reports it (one per Load.SeenIDs), the
+// locked jobs that exist, the jobs of the request ids, and the events taken from the park,
+// oldest first. An event taken and not applied must be parked again (Writes.Parked).
+type Loaded struct {
+	Fresh       []bool
+	Jobs        map[uuid.UUID]statemachine.Job
+	ByRequestID map[string]statemachine.Job
+	Parked      []ParkedEvent
+}
+
+// LoadEach is Tx.Load made of t's other methods, a call each, for a backend with no faster way.
+func LoadEach(ctx context.Context, t Tx, l Load) (Loaded, error) {
+	var out Loaded
+	var err error
+	if len(l.Keys) > 0 {
+		if err = t.LockKeys(ctx, l.Keys); err != nil {
+			return out, err
+		}
+	}
+	if len(l.SeenIDs) > 0 {
+		if out.Fresh, err = t.MarkSeen(ctx, l.SeenIDs, l.SeenAt); err != nil {
+			return out, err
+		}
+	}
+	if len(l.Jobs) > 0 {
+		if out.Jobs, err = t.LockJobs(ctx, l.Jobs); err != nil {
+			return out, err
+		}
+	}
+	if len(l.RequestIDs) > 0 {
+		if out.ByRequestID, err = t.JobsByRequestID(ctx, l.RequestIDs); err != nil {
+			return out, err
+		}
+	}
+	if len(l.Parked) > 0 {
+		if out.Parked, err = t.TakeParked(ctx, l.Parked); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }
 
 // Writes is everything one unit of work writes.

@@ -3,6 +3,7 @@ package jobstest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ var busTests = []test{
 	{"BusParkedEventsExpire", testBusParkExpiry},
 	{"BusTriggersSharingARequestID", testBusSharedRequestID},
 	{"BusParkingRacesWithCreate", testBusParkingRace},
+	{"RefusedCreatesLeaveParkedEvents", testRefusedCreatesLeaveParked},
 	{"BusLateAndConflictingEventsAreRejected", testBusLateConflict},
 	{"BusRejectedListNewestFirst", testBusRejectedList},
 	{"BusPruneSeen", testBusPruneSeen},
@@ -500,5 +502,50 @@ func testBusSharedRequestID(t *testing.T, open env) {
 	expired, err := s.ExpireParked(context.Background(), 0, 10)
 	if err != nil || len(expired) != 1 || *expired[0].JobUUID != u3 {
 		t.Errorf("got %d still parked (%v), want only the start for %s", len(expired), err, u3)
+	}
+}
+
+// testRefusedCreatesLeaveParkedEvents: the events parked for a uuid wait for the create that
+// makes its job, whatever creates naming that uuid were refused or not applied before it (a
+// unit takes them and parks again what it did not apply).
+func testRefusedCreatesLeaveParked(t *testing.T, open env) {
+	s, b := newStore(t, open)
+	ctx := context.Background()
+	other := newJob()
+	other.RequestID = "taken"
+	made := create(t, s, other)
+	id := uuid.New()
+	wantOutcomes(t, applyBus(t, s, busStart("s", id), busEnd("e", id, statemachine.Crashed, statemachine.CauseTask)),
+		jobs.BusParked, jobs.BusParked)
+
+	n := newJob()
+	n.UUID, n.RequestID = id, "taken" // over HTTP: the request id made another job
+	if _, err := s.Create(ctx, n, httpMeta("refused")); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("create with a taken request id: got %v, want ErrConflict", err)
+	}
+	// Over the bus, the same refused trigger, and a trigger seen before (a duplicate), in one
+	// batch with a message for another job.
+	seen := newJob()
+	seen.UUID, seen.RequestID = id, "fresh"
+	applyBus(t, s, busTrigger("t-seen", newJob()))
+	rs := applyBus(t, s, busTrigger("t-refused", n), busTrigger("t-seen", seen), busEnd("e-other", made.UUID, statemachine.Finished, ""))
+	wantOutcomes(t, rs, jobs.BusRejected, jobs.BusDuplicate, jobs.BusApplied)
+	if _, err := b.Job(ctx, id); err == nil {
+		t.Fatal("a refused or duplicate trigger created the job")
+	}
+
+	n.RequestID = "fresh"
+	res, err := s.Create(ctx, n, httpMeta("made"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Job.State != statemachine.Crashed || len(res.Parked) != 2 {
+		t.Fatalf("got state %s with %d parked events applied, want CRASHED with 2", res.Job.State, len(res.Parked))
+	}
+	if p := res.Parked; p[0].Meta.MessageID != "s" || p[1].Meta.MessageID != "e" {
+		t.Errorf("got parked events %s, %s applied, want s, e", p[0].Meta.MessageID, p[1].Meta.MessageID)
+	}
+	if expired, err := s.ExpireParked(ctx, 0, 100); err != nil || len(expired) != 0 {
+		t.Errorf("expire after create: got %d, %v; want none", len(expired), err)
 	}
 }

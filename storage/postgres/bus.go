@@ -107,16 +107,22 @@ func (b *Backend) PruneSeen(ctx context.Context, before time.Time) (int64, error
 // LockKeys takes transaction-scoped advisory locks on the uuids, in the order given (callers
 // sort them, so that two transactions cannot wait for each other).
 func (t *txn) LockKeys(ctx context.Context, ids []uuid.UUID) error {
+	if _, err := t.Exec(ctx, lockKeysSQL, jobLockClass, lockKeys(ids)); err != nil {
+		return fmt.Errorf("lock %d job keys: %w", len(ids), interpretError(err))
+	}
+	return nil
+}
+
+// lockKeysSQL takes the advisory locks of $2 (lockKeys) in their order.
+const lockKeysSQL = `SELECT count(pg_advisory_xact_lock($1::int4, k))
+	FROM unnest($2::int4[]) WITH ORDINALITY AS u(k, n)`
+
+func lockKeys(ids []uuid.UUID) []int32 {
 	keys := make([]int32, len(ids))
 	for i, id := range ids {
 		keys[i] = lockKey(id)
 	}
-	_, err := t.tx.Exec(ctx, `SELECT count(pg_advisory_xact_lock($1::int4, k))
-		FROM unnest($2::int4[]) WITH ORDINALITY AS u(k, n)`, jobLockClass, keys)
-	if err != nil {
-		return fmt.Errorf("lock %d job keys: %w", len(ids), interpretError(err))
-	}
-	return nil
+	return keys
 }
 
 // lockKey is the second advisory lock key of a job uuid. Two uuids may share one; that only
@@ -132,9 +138,7 @@ func (t *txn) MarkSeen(ctx context.Context, ids []string, at time.Time) ([]bool,
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	rows, err := t.tx.Query(ctx, `INSERT INTO bus_seen (message_id, received_at)
-		SELECT id, $2 FROM unnest($1::text[]) AS u(id)
-		ON CONFLICT (message_id) DO NOTHING RETURNING message_id`, ids, at)
+	rows, err := t.Query(ctx, markSeenSQL, ids, at)
 	if err != nil {
 		return nil, fmt.Errorf("mark message ids seen: %w", interpretError(err))
 	}
@@ -142,6 +146,15 @@ func (t *txn) MarkSeen(ctx context.Context, ids []string, at time.Time) ([]bool,
 	if err != nil {
 		return nil, fmt.Errorf("mark message ids seen: %w", interpretError(err))
 	}
+	return freshOf(ids, inserted), nil
+}
+
+const markSeenSQL = `INSERT INTO bus_seen (message_id, received_at)
+	SELECT id, $2 FROM unnest($1::text[]) AS u(id)
+	ON CONFLICT (message_id) DO NOTHING RETURNING message_id`
+
+// freshOf reports, for each of ids, whether it is among those inserted.
+func freshOf(ids, inserted []string) []bool {
 	isNew := make(map[string]bool, len(inserted))
 	for _, id := range inserted {
 		isNew[id] = true
@@ -150,14 +163,14 @@ func (t *txn) MarkSeen(ctx context.Context, ids []string, at time.Time) ([]bool,
 	for i, id := range ids {
 		fresh[i] = isNew[id]
 	}
-	return fresh, nil
+	return fresh
 }
 
 const parkedColumns = `id, job_uuid, origin, message_id, topic, payload, body, received_at, parked_at`
 
 // TakeParked removes and returns the events parked for the jobs, oldest first.
 func (t *txn) TakeParked(ctx context.Context, ids []uuid.UUID) ([]storage.ParkedEvent, error) {
-	rows, err := t.tx.Query(ctx, `DELETE FROM parked_events WHERE job_uuid = ANY($1) RETURNING `+parkedColumns, rawUUIDs(ids))
+	rows, err := t.Query(ctx, `DELETE FROM parked_events WHERE job_uuid = ANY($1) RETURNING `+parkedColumns, rawUUIDs(ids))
 	if err != nil {
 		return nil, fmt.Errorf("take events parked for %d jobs: %w", len(ids), interpretError(err))
 	}
@@ -167,7 +180,7 @@ func (t *txn) TakeParked(ctx context.Context, ids []uuid.UUID) ([]storage.Parked
 // TakeExpired removes and returns up to limit events parked before the given time; rows another
 // transaction is taking are skipped.
 func (t *txn) TakeExpired(ctx context.Context, before time.Time, limit int) ([]storage.ParkedEvent, error) {
-	rows, err := t.tx.Query(ctx, `DELETE FROM parked_events WHERE id IN (
+	rows, err := t.Query(ctx, `DELETE FROM parked_events WHERE id IN (
 		SELECT id FROM parked_events WHERE parked_at < $1 ORDER BY parked_at, id LIMIT $2
 		FOR UPDATE SKIP LOCKED) RETURNING `+parkedColumns, before, limit)
 	if err != nil {

@@ -42,7 +42,7 @@ func (b *Backend) Job(ctx context.Context, id uuid.UUID) (statemachine.Job, erro
 // LockJobs reads the jobs among ids that exist, FOR UPDATE in uuid order, with their data and
 // crash keyvals, in one round trip.
 func (t *txn) LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]statemachine.Job, error) {
-	jobs, err := readJobs(ctx, t.tx, `WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE`, rawUUIDs(ids))
+	jobs, err := readJobs(ctx, t, `WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE OF j`, rawUUIDs(ids))
 	if err != nil {
 		return nil, fmt.Errorf("lock %d jobs: %w", len(ids), err)
 	}
@@ -55,7 +55,7 @@ func (t *txn) LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]stat
 
 // JobsByRequestID reads the jobs the request ids created.
 func (t *txn) JobsByRequestID(ctx context.Context, requestIDs []string) (map[string]statemachine.Job, error) {
-	jobs, err := readJobs(ctx, t.tx, `WHERE request_id = ANY($1)`, requestIDs)
+	jobs, err := readJobs(ctx, t, `WHERE request_id = ANY($1)`, requestIDs)
 	if err != nil {
 		return nil, fmt.Errorf("jobs by %d request ids: %w", len(requestIDs), err)
 	}
@@ -66,70 +66,61 @@ func (t *txn) JobsByRequestID(ctx context.Context, requestIDs []string) (map[str
 	return out, nil
 }
 
-// readJobs reads the jobs `where` selects, then their key-values, each step one round trip.
+// readJobs reads the jobs `where` selects (on jobs AS j), with their key-values, in one
+// statement (readJobsSQL).
 func readJobs(ctx context.Context, q querier, where string, arg any) ([]statemachine.Job, error) {
-	rows, err := q.Query(ctx, `SELECT `+jobColumns+` FROM jobs `+where, arg)
+	rows, err := q.Query(ctx, readJobsSQL(where), arg)
 	if err != nil {
 		return nil, interpretError(err)
 	}
-	jobs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (statemachine.Job, error) { return scanJob(row) })
-	if err != nil || len(jobs) == 0 {
-		return jobs, interpretError(err)
-	}
-	ids := make([][16]byte, len(jobs))
-	for i, j := range jobs {
-		ids[i] = j.UUID
-	}
-	b := &pgx.Batch{}
-	b.Queue(`SELECT job_uuid, key, value FROM job_data WHERE job_uuid = ANY($1) ORDER BY job_uuid, key, position`, ids)
-	b.Queue(`SELECT job_uuid, key, value FROM crash_keyvals WHERE job_uuid = ANY($1) ORDER BY job_uuid, key, position`, ids)
-	br := q.SendBatch(ctx, b)
-	defer br.Close()
-	data, err := collectKeyVals(br)
-	if err != nil {
-		return nil, err
-	}
-	crash, err := collectKeyVals(br)
-	if err != nil {
-		return nil, err
-	}
-	for i := range jobs {
-		j := &jobs[i]
-		j.Data = data[j.UUID]
+	jobs, err := collectJobs(rows)
+	return jobs, interpretError(err)
+}
+
+// readJobsSQL selects the jobs `where` selects with their data and crash key-values as arrays
+// of keys and values, ordered by key and position: each array is a walk of the key-values'
+// primary key for the job's uuid, so reading a job and its key-values is one statement.
+func readJobsSQL(where string) string {
+	const kv = `ARRAY(SELECT %[1]s FROM %[2]s WHERE job_uuid = j.uuid ORDER BY key, position)`
+	return `SELECT ` + jobColumns + `, ` +
+		fmt.Sprintf(kv, "key", "job_data") + `, ` + fmt.Sprintf(kv, "value", "job_data") + `, ` +
+		fmt.Sprintf(kv, "key", "crash_keyvals") + `, ` + fmt.Sprintf(kv, "value", "crash_keyvals") +
+		` FROM jobs j ` + where
+}
+
+// collectJobs scans the rows of a readJobsSQL query.
+func collectJobs(rows pgx.Rows) ([]statemachine.Job, error) {
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (statemachine.Job, error) {
+		var dataKeys, dataValues, crashKeys, crashValues []string
+		j, err := scanJob(row, &dataKeys, &dataValues, &crashKeys, &crashValues)
+		if err != nil {
+			return j, err
+		}
+		j.Data = keyVals(dataKeys, dataValues)
 		if j.Crash != nil {
-			j.Crash.KeyVals = crash[j.UUID]
+			j.Crash.KeyVals = keyVals(crashKeys, crashValues)
 			if j.Crash.KeyVals == nil {
 				j.Crash.KeyVals = statemachine.KeyVals{}
 			}
 		}
-	}
-	return jobs, nil
+		return j, nil
+	})
 }
 
-func collectKeyVals(br pgx.BatchResults) (map[uuid.UUID]statemachine.KeyVals, error) {
-	rows, err := br.Query()
-	if err != nil {
-		return nil, interpretError(err)
+// keyVals pairs keys with values, in their order; nil when there are none.
+func keyVals(keys, values []string) statemachine.KeyVals {
+	if len(keys) == 0 {
+		return nil
 	}
-	defer rows.Close()
-	out := map[uuid.UUID]statemachine.KeyVals{}
-	for rows.Next() {
-		var id uuid.UUID
-		var k, v string
-		if err := rows.Scan(&id, &k, &v); err != nil {
-			return nil, interpretError(err)
-		}
-		kv := out[id]
-		if kv == nil {
-			kv = statemachine.KeyVals{}
-			out[id] = kv
-		}
-		kv[k] = append(kv[k], v)
+	kv := statemachine.KeyVals{}
+	for i, k := range keys {
+		kv[k] = append(kv[k], values[i])
 	}
-	return out, interpretError(rows.Err())
+	return kv
 }
 
-func scanJob(row pgx.Row) (statemachine.Job, error) {
+// scanJob scans jobColumns, then extra.
+func scanJob(row pgx.Row, extra ...any) (statemachine.Job, error) {
 	var (
 		j                                  statemachine.Job
 		srcID, srcTopic, artifacts, logURL *string
@@ -140,9 +131,9 @@ func scanJob(row pgx.Row) (statemachine.Job, error) {
 		started, finished, due             *time.Time
 		rescheduledFrom, rescheduledTo     *uuid.UUID
 	)
-	err := row.Scan(&j.UUID, &j.State, &j.TaskName, &j.Item, &j.ItemType, &j.Arch, &srcID, &srcTopic,
+	err := row.Scan(append([]any{&j.UUID, &j.State, &j.TaskName, &j.Item, &j.ItemType, &j.Arch, &srcID, &srcTopic,
 		&j.RequestID, &runner, &artifacts, &logURL, &notify, &cause, &fatal, &j.Attempt,
-		&rescheduledFrom, &rescheduledTo, &created, &started, &finished, &updated, &entered, &auto, &due)
+		&rescheduledFrom, &rescheduledTo, &created, &started, &finished, &updated, &entered, &auto, &due}, extra...)...)
 	if err != nil {
 		return j, err
 	}

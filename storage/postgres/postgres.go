@@ -64,13 +64,6 @@ func (b *Backend) Close() error {
 // Ping checks that the database answers.
 func (b *Backend) Ping(ctx context.Context) error { return interpretError(b.pool.Ping(ctx)) }
 
-// InTx runs fn in a READ COMMITTED transaction; jobs are locked row by row with FOR UPDATE.
-func (b *Backend) InTx(ctx context.Context, fn func(storage.Tx) error) error {
-	return interpretError(pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		return fn(&txn{tx: tx})
-	}))
-}
-
 // History returns the job's history, oldest first.
 func (b *Backend) History(ctx context.Context, id uuid.UUID) ([]storage.HistoryEntry, error) {
 	rows, err := b.pool.Query(ctx, `SELECT id, job_uuid, kind, verdict, origin, message_id, actor,
@@ -108,13 +101,6 @@ func (b *Backend) Outbox(ctx context.Context, afterID int64, limit int) ([]stora
 	})
 	return msgs, interpretError(err)
 }
-
-// txn implements storage.Tx over one pgx transaction.
-type txn struct {
-	tx pgx.Tx
-}
-
-var _ storage.Tx = (*txn)(nil)
 
 // interpretError maps pgx errors onto the storage sentinels, in one place (SQLSTATE codes from
 // PostgreSQL's Appendix A, "PostgreSQL Error Codes"):

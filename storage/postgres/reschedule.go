@@ -40,7 +40,7 @@ func (t *txn) claim(ctx context.Context, where, order string, skip []uuid.UUID, 
 		where += fmt.Sprintf(` AND uuid <> ALL($%d::uuid[])`, len(args))
 	}
 	var id uuid.UUID
-	err := t.tx.QueryRow(ctx, `SELECT uuid FROM jobs WHERE `+where+`
+	err := t.QueryRow(ctx, `SELECT uuid FROM jobs WHERE `+where+`
 		ORDER BY `+order+` LIMIT 1 FOR UPDATE SKIP LOCKED`, args...).Scan(&id)
 	return id, interpretError(err)
 }

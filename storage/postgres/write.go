@@ -68,7 +68,7 @@ func (t *txn) Write(ctx context.Context, w storage.Writes) error {
 	if b.Len() == 0 {
 		return nil
 	}
-	br := t.tx.SendBatch(ctx, b)
+	br := t.SendBatch(ctx, b)
 	for i := range b.Len() {
 		tag, err := br.Exec()
 		if err != nil {

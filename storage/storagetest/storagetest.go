@@ -38,6 +38,7 @@ func Run(t *testing.T, open Open) {
 		{"RollbackLeavesNothing", testRollback},
 		{"LockJobsAndRequestIDs", testLockJobs},
 		{"MarkSeen", testMarkSeen},
+		{"Load", testLoad},
 		{"ParkedEvents", testParked},
 		{"Claims", testClaims},
 		{"Outbox", testOutbox},
@@ -355,6 +356,73 @@ func testLockJobs(t *testing.T, b storage.Backend) {
 		return nil
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testLoad: Load does every step the other methods do, in one call, and what it takes from the
+// park is taken only if the transaction commits.
+func testLoad(t *testing.T, b storage.Backend) {
+	ctx := context.Background()
+	a, c := newJob(), newJob()
+	a.Data = statemachine.KeyVals{"koji_tag": {"f45", "f44"}}
+	c.State = statemachine.Crashed
+	c.Crash = &statemachine.Crash{Notify: statemachine.NotifyTask, Cause: statemachine.CauseTask, KeyVals: statemachine.KeyVals{"step": {"x"}}}
+	x := uuid.New()
+	write(t, b, storage.Writes{NewJobs: []statemachine.Job{a, c}, Parked: []storage.ParkedEvent{parkedEvent(x, "x-start", t0, true)}})
+	ids := []uuid.UUID{a.UUID, c.UUID, x}
+	slices.SortFunc(ids, func(p, q uuid.UUID) int { return strings.Compare(p.String(), q.String()) })
+	l := storage.Load{Keys: ids, SeenIDs: []string{"m1", "m2"}, SeenAt: t0, Jobs: ids,
+		RequestIDs: []string{c.RequestID, "nobody's"}, Parked: []uuid.UUID{x}}
+	check := func(got storage.Loaded) {
+		t.Helper()
+		if !reflect.DeepEqual(got.Fresh, []bool{true, true}) {
+			t.Errorf("Fresh: got %v, want new, new", got.Fresh)
+		}
+		if len(got.Jobs) != 2 {
+			t.Errorf("Jobs: got %d, want 2", len(got.Jobs))
+		}
+		wantJob(t, got.Jobs[a.UUID], a)
+		wantJob(t, got.Jobs[c.UUID], c)
+		if len(got.ByRequestID) != 1 {
+			t.Errorf("ByRequestID: got %d jobs, want 1", len(got.ByRequestID))
+		}
+		wantJob(t, got.ByRequestID[c.RequestID], c)
+		if len(got.Parked) != 1 || got.Parked[0].Event.MessageID != "x-start" {
+			t.Errorf("Parked: got %+v, want x-start", got.Parked)
+		}
+	}
+	_ = b.InTx(ctx, func(tx storage.Tx) error {
+		got, err := tx.Load(ctx, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(got)
+		return errors.New("roll back")
+	})
+	if err := b.InTx(ctx, func(tx storage.Tx) error {
+		got, err := tx.Load(ctx, l)
+		check(got) // the rolled back Load marked nothing and took nothing
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.InTx(ctx, func(tx storage.Tx) error {
+		got, err := tx.Load(ctx, storage.Load{SeenIDs: []string{"m2", "m3"}, SeenAt: t0, Parked: []uuid.UUID{x}})
+		if !reflect.DeepEqual(got.Fresh, []bool{false, true}) || len(got.Parked) != 0 || got.Jobs != nil {
+			t.Errorf("second Load: got %+v, want seen, new and nothing parked", got)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.InTx(ctx, func(tx storage.Tx) error {
+		got, err := tx.Load(ctx, storage.Load{})
+		if !reflect.DeepEqual(got, storage.Loaded{}) {
+			t.Errorf("empty Load: got %+v", got)
+		}
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 }
