@@ -145,16 +145,11 @@ func (t *tx) MarkSeen(ctx context.Context, ids []string, at time.Time) ([]bool, 
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	stmt, err := t.tx.PrepareContext(ctx, `INSERT INTO bus_seen (message_id, received_at) VALUES (?, ?)
-		ON CONFLICT (message_id) DO NOTHING`)
-	if err != nil {
-		return nil, fmt.Errorf("mark message ids seen: %w", interpretError(err))
-	}
-	defer stmt.Close()
 	fresh := make([]bool, len(ids))
 	ts := formatTime(at)
 	for i, id := range ids {
-		res, err := stmt.ExecContext(ctx, id, ts)
+		res, err := t.ExecContext(ctx, `INSERT INTO bus_seen (message_id, received_at) VALUES (?, ?)
+			ON CONFLICT (message_id) DO NOTHING`, id, ts)
 		if err != nil {
 			return nil, fmt.Errorf("mark message id %q seen: %w", id, interpretError(err))
 		}
@@ -173,7 +168,7 @@ func (t *tx) park(ctx context.Context, p storage.ParkedEvent) error {
 	if err != nil {
 		return fmt.Errorf("park event %s: %w", p.Event.MessageID, err)
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO parked_events (job_uuid, kind, origin, message_id,
+	_, err = t.ExecContext(ctx, `INSERT INTO parked_events (job_uuid, kind, origin, message_id,
 		topic, payload, body, received_at, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.JobUUID.String(), string(p.Event.Kind()), string(p.Event.Origin), p.Event.MessageID, p.Topic,
 		string(payload), nonNil(p.Body), formatTime(p.Event.ReceivedAt), formatTime(p.ParkedAt))
@@ -206,12 +201,12 @@ func (t *tx) TakeExpired(ctx context.Context, before time.Time, limit int) ([]st
 }
 
 func (t *tx) takeParked(ctx context.Context, what, where string, args ...any) ([]storage.ParkedEvent, error) {
-	out, err := readParked(ctx, t.tx, what, `SELECT `+parkedColumns+` FROM parked_events WHERE `+where+` ORDER BY id`, args...)
+	out, err := readParked(ctx, t, what, `SELECT `+parkedColumns+` FROM parked_events WHERE `+where+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, err
 	}
 	for _, p := range out {
-		if _, err := t.tx.ExecContext(ctx, `DELETE FROM parked_events WHERE id = ?`, p.ID); err != nil {
+		if _, err := t.ExecContext(ctx, `DELETE FROM parked_events WHERE id = ?`, p.ID); err != nil {
 			return nil, fmt.Errorf("%s: %w", what, interpretError(err))
 		}
 	}
@@ -261,7 +256,7 @@ func (t *tx) appendRejected(ctx context.Context, r storage.RejectedMessage) erro
 	if r.JobUUID != nil {
 		jobUUID = r.JobUUID.String()
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO rejected_messages (transport, topic, message_id,
+	_, err := t.ExecContext(ctx, `INSERT INTO rejected_messages (transport, topic, message_id,
 		reason, field, detail, job_uuid, body, body_size, body_truncated, received_at, rejected_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		string(r.Transport), r.Topic, r.MessageID, string(r.Reason), r.Field, r.Detail, jobUUID,
@@ -283,7 +278,7 @@ func nonNil(b []byte) []byte {
 func (t *tx) LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]statemachine.Job, error) {
 	out := make(map[uuid.UUID]statemachine.Job, len(ids))
 	for _, id := range ids {
-		job, err := readJob(ctx, t.tx, `uuid = ?`, id.String())
+		job, err := readJob(ctx, t, `uuid = ?`, id.String())
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}
@@ -299,7 +294,7 @@ func (t *tx) LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]state
 func (t *tx) JobsByRequestID(ctx context.Context, requestIDs []string) (map[string]statemachine.Job, error) {
 	out := make(map[string]statemachine.Job, len(requestIDs))
 	for _, req := range requestIDs {
-		job, err := readJob(ctx, t.tx, `request_id = ?`, req)
+		job, err := readJob(ctx, t, `request_id = ?`, req)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}

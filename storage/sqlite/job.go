@@ -229,15 +229,11 @@ func readKeyVals(ctx context.Context, q queryer, table string, id uuid.UUID) (st
 }
 
 // insertKeyVals writes kv as rows of a key-value table, each value with its list position.
-func insertKeyVals(ctx context.Context, tx *sql.Tx, table string, id uuid.UUID, kv statemachine.KeyVals) error {
+func insertKeyVals(ctx context.Context, t *tx, table string, id uuid.UUID, kv statemachine.KeyVals) error {
 	if len(kv) == 0 {
 		return nil
 	}
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO `+table+` (job_uuid, key, position, value) VALUES (?, ?, ?, ?)`)
-	if err != nil {
-		return err
-	}
-	defer stmt.Close()
+	query := `INSERT INTO ` + table + ` (job_uuid, key, position, value) VALUES (?, ?, ?, ?)`
 	keys := make([]string, 0, len(kv))
 	for k := range kv {
 		keys = append(keys, k)
@@ -245,7 +241,7 @@ func insertKeyVals(ctx context.Context, tx *sql.Tx, table string, id uuid.UUID, 
 	sort.Strings(keys)
 	for _, k := range keys {
 		for i, v := range kv[k] {
-			if _, err := stmt.ExecContext(ctx, id.String(), k, i, v); err != nil {
+			if _, err := t.ExecContext(ctx, query, id.String(), k, i, v); err != nil {
 				return err
 			}
 		}

@@ -50,7 +50,7 @@ func (t *tx) claim(ctx context.Context, what, where, order string, skip []uuid.U
 		args = append(args, string(list))
 	}
 	var s string
-	err := t.tx.QueryRowContext(ctx, `SELECT uuid FROM jobs WHERE `+where+` ORDER BY `+order+` LIMIT 1`, args...).Scan(&s)
+	err := t.QueryRowContext(ctx, `SELECT uuid FROM jobs WHERE `+where+` ORDER BY `+order+` LIMIT 1`, args...).Scan(&s)
 	if err != nil {
 		return uuid.Nil, fmt.Errorf("%s: %w", what, interpretError(err))
 	}

@@ -31,8 +31,9 @@ const busyTimeoutMillis = 10000
 
 // Backend is the SQLite storage.Backend. It is safe for concurrent use.
 type Backend struct {
-	writer    *sql.DB // one connection: every write transaction, in turn
-	reader    *sql.DB // read-only connections for Job, History, Outbox and Ping
+	writer    *sql.DB    // one connection: every write transaction, in turn
+	stmts     *stmtCache // the writer's prepared statements
+	reader    *sql.DB    // read-only connections for Job, History, Outbox and Ping
 	closeOnce sync.Once
 	closeErr  error
 	// queued receives a value after a transaction that wrote outbox messages commits: the
@@ -80,7 +81,7 @@ func Open(ctx context.Context, path string) (*Backend, error) {
 		reader.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, interpretError(err))
 	}
-	return &Backend{writer: writer, reader: reader, queued: make(chan struct{}, 1)}, nil
+	return &Backend{writer: writer, stmts: newStmtCache(writer), reader: reader, queued: make(chan struct{}, 1)}, nil
 }
 
 // dsn is the driver's name for the database file at the absolute path abs: a file: URI whose
@@ -117,9 +118,12 @@ func checkWAL(ctx context.Context, db *sql.DB) error {
 func (b *Backend) InTx(ctx context.Context, fn func(storage.Tx) error) error {
 	t := &tx{}
 	err := b.writeTx(ctx, func(sqlTx *sql.Tx) error {
-		*t = tx{tx: sqlTx}
+		*t = tx{tx: sqlTx, stmts: b.stmts}
 		return fn(t)
 	})
+	if len(t.unprepared) > 0 {
+		b.stmts.prepare(ctx, t.unprepared)
+	}
 	if err == nil && t.queued {
 		select {
 		case b.queued <- struct{}{}:
@@ -176,6 +180,7 @@ func (b *Backend) Ping(ctx context.Context) error {
 // users of the backend have stopped. Calling it again returns the first call's result.
 func (b *Backend) Close() error {
 	b.closeOnce.Do(func() {
+		b.stmts.close()
 		b.closeErr = errors.Join(b.reader.Close(), b.writer.Close())
 	})
 	return b.closeErr

@@ -14,14 +14,17 @@ import (
 // writer connection, so it holds the database's write lock: what it reads no other writer can
 // change before it ends.
 type tx struct {
-	tx     *sql.Tx
-	queued bool // outbox messages were written: wake the relay after the commit
+	tx         *sql.Tx
+	stmts      *stmtCache
+	unprepared []string // statements run unprepared, to prepare after the transaction
+	queued     bool     // outbox messages were written: wake the relay after the commit
 }
 
 var _ storage.Tx = (*tx)(nil)
 
 // Write stores what a unit of work decided, row by row: SQLite runs in the process, so a
-// statement costs no round trip, and the writer's one connection keeps its statements prepared.
+// statement costs no round trip, and the writer's one connection keeps its statements prepared
+// (stmts.go).
 func (t *tx) Write(ctx context.Context, w storage.Writes) error {
 	for _, j := range w.NewJobs {
 		if err := t.insertJob(ctx, j); err != nil {
@@ -66,16 +69,16 @@ func (t *tx) insertJob(ctx context.Context, job statemachine.Job) error {
 	if err != nil {
 		return fmt.Errorf("insert job %s: %w", job.UUID, err)
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO jobs (`+jobColumns+`)
+	_, err = t.ExecContext(ctx, `INSERT INTO jobs (`+jobColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, values...)
 	if err != nil {
 		return fmt.Errorf("insert job %s: %w", job.UUID, interpretError(err))
 	}
-	if err := insertKeyVals(ctx, t.tx, "job_data", job.UUID, job.Data); err != nil {
+	if err := insertKeyVals(ctx, t, "job_data", job.UUID, job.Data); err != nil {
 		return fmt.Errorf("insert data of job %s: %w", job.UUID, interpretError(err))
 	}
 	if job.Crash != nil {
-		if err := insertKeyVals(ctx, t.tx, "crash_keyvals", job.UUID, job.Crash.KeyVals); err != nil {
+		if err := insertKeyVals(ctx, t, "crash_keyvals", job.UUID, job.Crash.KeyVals); err != nil {
 			return fmt.Errorf("insert crash keyvals of job %s: %w", job.UUID, interpretError(err))
 		}
 	}
@@ -100,7 +103,7 @@ func (t *tx) updateJob(ctx context.Context, c storage.Change) error {
 	if job.Crash != nil {
 		notify, cause, fatal = string(job.Crash.Notify), string(job.Crash.Cause), job.Crash.Fatal
 	}
-	res, err := t.tx.ExecContext(ctx, `UPDATE jobs SET
+	res, err := t.ExecContext(ctx, `UPDATE jobs SET
 		state = ?, runner = ?, artifacts_url = ?, log_url = ?,
 		crash_notify = ?, crash_cause = ?, crash_fatal = ?, attempt = ?,
 		rescheduled_from = ?, rescheduled_to = ?, started_at = ?, finished_at = ?, updated_at = ?,
@@ -121,7 +124,7 @@ func (t *tx) updateJob(ctx context.Context, c storage.Change) error {
 	}
 	// A job becomes CRASHED once and stays so: its key-values are written then, never again.
 	if c.Crashed && job.Crash != nil {
-		if err := insertKeyVals(ctx, t.tx, "crash_keyvals", job.UUID, job.Crash.KeyVals); err != nil {
+		if err := insertKeyVals(ctx, t, "crash_keyvals", job.UUID, job.Crash.KeyVals); err != nil {
 			return fmt.Errorf("insert crash keyvals of job %s: %w", job.UUID, interpretError(err))
 		}
 	}
@@ -135,7 +138,7 @@ func (t *tx) appendHistory(ctx context.Context, e storage.HistoryEntry) error {
 	if e.Detail != nil {
 		detail = string(e.Detail)
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO job_events
+	_, err := t.ExecContext(ctx, `INSERT INTO job_events
 		(job_uuid, kind, verdict, origin, message_id, actor, state_from, state_to, detail, recorded_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.JobUUID.String(), string(e.Kind), string(e.Verdict), string(e.Origin), e.MessageID,
@@ -153,7 +156,7 @@ func (t *tx) appendOutbox(ctx context.Context, m storage.OutboxMessage) error {
 	if err != nil {
 		return fmt.Errorf("append outbox message %s: encode headers: %w", m.MessageID, err)
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO outbox
+	_, err = t.ExecContext(ctx, `INSERT INTO outbox
 		(message_id, job_uuid, topic, body, headers, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
 		m.MessageID.String(), m.JobUUID.String(), m.Topic, string(m.Body), string(headers),
 		formatTime(m.CreatedAt))
