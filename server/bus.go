@@ -112,9 +112,11 @@ func startBus(ctx context.Context, d busDeps) (*busRuntime, error) {
 		Log: log.With(zap.String("component", "relay"))})
 	if len(sinks) > 0 {
 		checks["publisher"] = func(ctx context.Context) error {
+			// A degraded relay names the publish error; the publisher's own check (it can
+			// connect) only adds something while the relay is fine.
 			err := relay.Ready(ctx)
-			if amqpPub != nil {
-				err = errors.Join(err, amqpPub.Ready(ctx))
+			if err == nil && amqpPub != nil {
+				err = amqpPub.Ready(ctx)
 			}
 			return err
 		}
