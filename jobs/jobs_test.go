@@ -35,7 +35,7 @@ func TestService(t *testing.T) {
 // write a unit of its own and with group commit (one lane on SQLite, two on PostgreSQL).
 func BenchmarkLifecycle(b *testing.B) {
 	for name, open := range backends {
-		lanes := map[string]int{"sqlite": 1, "postgres": 4}[name]
+		lanes := map[string]int{"sqlite": 1, "postgres": 2}[name]
 		for mode, group := range map[string]jobs.GroupCommit{"alone": {}, "grouped": {Lanes: lanes}} {
 			b.Run(name+"/"+mode, func(b *testing.B) { jobstest.BenchmarkLifecycle(b, open(b), group) })
 		}
