@@ -143,7 +143,7 @@ func (u *unit) reschedule(ctx context.Context, id uuid.UUID, opts RescheduleOpti
 	// No key lock for newID: nobody can know a uuid issued just now, so no event is parked
 	// for it and no other create names it.
 	n := statemachine.Successor(parent, newID)
-	if err := u.loadRequests(ctx, []string{n.RequestID}); err != nil {
+	if _, err := u.load(ctx, storage.Load{RequestIDs: []string{n.RequestID}}); err != nil {
 		return RescheduleResult{}, err
 	}
 	if by, taken := u.byRequest[n.RequestID]; taken {

@@ -64,76 +64,33 @@ func (s *Service) run(ctx context.Context, fn func(u *unit) error) error {
 
 // lock returns the job with the given uuid, locked, and whether it exists.
 func (u *unit) lock(ctx context.Context, id uuid.UUID) (statemachine.Job, bool, error) {
-	if err := u.lockAll(ctx, []uuid.UUID{id}); err != nil {
+	if _, err := u.load(ctx, storage.Load{Jobs: []uuid.UUID{id}}); err != nil {
 		return statemachine.Job{}, false, err
 	}
 	job, ok := u.jobs[id]
 	return job, ok, nil
 }
 
-// lockAll reads and locks, in one query, the jobs among ids the unit does not know yet.
-func (u *unit) lockAll(ctx context.Context, ids []uuid.UUID) error {
-	var todo []uuid.UUID
-	for _, id := range ids {
-		if _, known := u.jobs[id]; !known && !u.absent[id] {
-			todo = append(todo, id)
-		}
-	}
-	if len(todo) == 0 {
-		return nil
-	}
-	todo = sortedUnique(todo)
-	found, err := u.tx.LockJobs(ctx, todo)
-	if err != nil {
-		return fmt.Errorf("read jobs: %w", err)
-	}
-	for _, id := range todo {
-		if job, ok := found[id]; ok {
-			u.jobs[id] = job
-		} else {
-			u.absent[id] = true
-		}
-	}
-	return nil
-}
-
-// loadRequests reads the jobs the request ids created.
-func (u *unit) loadRequests(ctx context.Context, requestIDs []string) error {
-	var todo []string
-	for _, r := range requestIDs {
-		if _, ok := u.byRequest[r]; !ok {
-			todo = append(todo, r)
-		}
-	}
-	if len(todo) == 0 {
-		return nil
-	}
-	byReq, err := u.tx.JobsByRequestID(ctx, todo)
-	if err != nil {
-		return fmt.Errorf("read jobs by request id: %w", err)
-	}
-	for req, job := range byReq {
-		u.byRequest[req] = job.UUID
-		if _, ok := u.jobs[job.UUID]; !ok {
-			u.jobs[job.UUID] = job
-		}
-	}
-	return nil
-}
-
 // load locks and reads, with one Tx.Load, what l names (the key locks sorted, before any job
-// lock), leaving out the jobs the unit knows, and keeps what it found: the jobs, the jobs of
-// the request ids, and the events taken from the park, which writes parks again unless a create
-// applied them. It returns, for each of l.SeenIDs, whether it is new.
+// lock), leaving out the jobs and request ids the unit knows, and keeps what it found: the
+// jobs, the jobs of the request ids, and the events taken from the park, which writes parks
+// again unless a create applied them. It returns, for each of l.SeenIDs, whether it is new.
 func (u *unit) load(ctx context.Context, l storage.Load) ([]bool, error) {
 	l.Keys = sortedUnique(l.Keys)
-	var todo []uuid.UUID
+	var jobs []uuid.UUID
 	for _, id := range l.Jobs {
 		if _, known := u.jobs[id]; !known && !u.absent[id] {
-			todo = append(todo, id)
+			jobs = append(jobs, id)
 		}
 	}
-	l.Jobs = sortedUnique(todo)
+	l.Jobs = sortedUnique(jobs)
+	var reqs []string
+	for _, r := range l.RequestIDs {
+		if _, known := u.byRequest[r]; !known {
+			reqs = append(reqs, r)
+		}
+	}
+	l.RequestIDs = reqs
 	loaded, err := u.tx.Load(ctx, l)
 	if err != nil {
 		return nil, fmt.Errorf("lock and read jobs: %w", err)

@@ -99,7 +99,7 @@ type Bus interface {
 	// ctx ends when the lead is lost or ctx ends. A backend only one process uses (SQLite)
 	// leads at once.
 	Lead(ctx context.Context, fn func(ctx context.Context, wake <-chan struct{}) error) error
-	// PruneSeen forgets the message ids received before the given time (see Tx.MarkSeen)
+	// PruneSeen forgets the message ids received before the given time (see Load.SeenIDs)
 	// and returns how many it forgot.
 	PruneSeen(ctx context.Context, before time.Time) (int64, error)
 }

@@ -87,29 +87,13 @@ type Backend interface {
 // Tx is one transaction: it reads and locks what a unit of work needs, then writes everything
 // the unit decided with one Write. A Tx is used by one goroutine.
 type Tx interface {
-	// LockKeys keeps other transactions that lock one of the same job uuids waiting until this
-	// transaction ends, whether a job with that uuid exists or not. It serialises parking an
-	// event with creating its job, and two creates of one uuid. Callers lock every uuid of a
-	// transaction in one call, sorted, before they lock any job.
-	LockKeys(ctx context.Context, ids []uuid.UUID) error
-	// LockJobs returns the jobs among ids that exist, and keeps other writers of them waiting
-	// until the transaction ends (a row lock on PostgreSQL; SQLite's one writer holds the whole
-	// database). Callers lock several jobs in one call, sorted, where they can.
-	LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]statemachine.Job, error)
-	// JobsByRequestID returns the jobs created by the given request ids, by request id.
-	JobsByRequestID(ctx context.Context, requestIDs []string) (map[string]statemachine.Job, error)
-	// MarkSeen records the message ids as received at the given time and reports, for each,
-	// whether it is new: false for an id recorded before. The ids are distinct.
-	MarkSeen(ctx context.Context, ids []string, at time.Time) ([]bool, error)
-	// TakeParked removes and returns the events parked for the jobs, oldest first.
-	TakeParked(ctx context.Context, ids []uuid.UUID) ([]ParkedEvent, error)
+	// Load locks and reads what a unit of work needs before it decides, every step l asks for
+	// in one call (see Load); PostgreSQL sends it, with the transaction's BEGIN, in one round
+	// trip.
+	Load(ctx context.Context, l Load) (Loaded, error)
 	// TakeExpired removes and returns up to limit events parked before the given time, oldest
 	// first. Concurrent callers get different events.
 	TakeExpired(ctx context.Context, before time.Time, limit int) ([]ParkedEvent, error)
-	// Load does what l asks, in the order of Load's fields, as the methods above would, and
-	// returns what they return. A unit of work loads what it needs with one Load before it
-	// decides; PostgreSQL sends it, with the transaction's BEGIN, in one round trip.
-	Load(ctx context.Context, l Load) (Loaded, error)
 
 	RescheduleTx // reschedule.go: the sweeps' claims
 
@@ -121,57 +105,35 @@ type Tx interface {
 	Write(ctx context.Context, w Writes) error
 }
 
-// Load is what a unit of work locks and reads before it decides (Tx.Load), in this order. An
-// empty list skips its step.
+// Load is what a unit of work locks and reads before it decides (Tx.Load), in the order of
+// its fields. An empty list skips its step.
 type Load struct {
-	Keys       []uuid.UUID // LockKeys: sorted
-	SeenIDs    []string    // MarkSeen at SeenAt: distinct
-	SeenAt     time.Time
-	Jobs       []uuid.UUID // LockJobs: sorted
-	RequestIDs []string    // JobsByRequestID
-	Parked     []uuid.UUID // TakeParked
+	// Keys are uuids to lock whether a job with that uuid exists or not, until the
+	// transaction ends: it serialises parking an event with creating its job, and two creates
+	// of one uuid. Sorted; a unit locks every key it needs in its first Load, before any job.
+	Keys []uuid.UUID
+	// SeenIDs are message ids to record as received at SeenAt; Loaded.Fresh says, for each,
+	// whether it is new (false for an id recorded before). Distinct.
+	SeenIDs []string
+	SeenAt  time.Time
+	// Jobs are uuids of jobs to lock until the transaction ends (a row lock on PostgreSQL;
+	// SQLite's one writer holds the whole database) and read; those that exist are in
+	// Loaded.Jobs. Sorted.
+	Jobs []uuid.UUID
+	// RequestIDs are request ids whose jobs to read (not locked): Loaded.ByRequestID.
+	RequestIDs []string
+	// Parked are uuids whose parked events to take (remove and return, oldest first):
+	// Loaded.Parked. An event taken and not applied must be parked again (Writes.Parked).
+	Parked []uuid.UUID
 }
 
-// Loaded is what Tx.Load found: Fresh as MarkSeen reports it (one per Load.SeenIDs), the
-// locked jobs that exist, the jobs of the request ids, and the events taken from the park,
-// oldest first. An event taken and not applied must be parked again (Writes.Parked).
+// Loaded is what Tx.Load found, each field for the one of Load named alike; jobs come with
+// their data and crash key-values.
 type Loaded struct {
 	Fresh       []bool
 	Jobs        map[uuid.UUID]statemachine.Job
 	ByRequestID map[string]statemachine.Job
 	Parked      []ParkedEvent
-}
-
-// LoadEach is Tx.Load made of t's other methods, a call each, for a backend with no faster way.
-func LoadEach(ctx context.Context, t Tx, l Load) (Loaded, error) {
-	var out Loaded
-	var err error
-	if len(l.Keys) > 0 {
-		if err = t.LockKeys(ctx, l.Keys); err != nil {
-			return out, err
-		}
-	}
-	if len(l.SeenIDs) > 0 {
-		if out.Fresh, err = t.MarkSeen(ctx, l.SeenIDs, l.SeenAt); err != nil {
-			return out, err
-		}
-	}
-	if len(l.Jobs) > 0 {
-		if out.Jobs, err = t.LockJobs(ctx, l.Jobs); err != nil {
-			return out, err
-		}
-	}
-	if len(l.RequestIDs) > 0 {
-		if out.ByRequestID, err = t.JobsByRequestID(ctx, l.RequestIDs); err != nil {
-			return out, err
-		}
-	}
-	if len(l.Parked) > 0 {
-		if out.Parked, err = t.TakeParked(ctx, l.Parked); err != nil {
-			return out, err
-		}
-	}
-	return out, nil
 }
 
 // Writes is everything one unit of work writes.

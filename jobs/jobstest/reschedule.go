@@ -938,11 +938,11 @@ type faultyTx struct {
 	fail uuid.UUID
 }
 
-func (t faultyTx) LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]statemachine.Job, error) {
-	if slices.Contains(ids, t.fail) {
-		return nil, errInjected
+func (t faultyTx) Load(ctx context.Context, l storage.Load) (storage.Loaded, error) {
+	if slices.Contains(l.Jobs, t.fail) {
+		return storage.Loaded{}, errInjected
 	}
-	return t.Tx.LockJobs(ctx, ids)
+	return t.Tx.Load(ctx, l)
 }
 
 // testSweepJobFailure: a job a sweep fails on is rolled back alone, reported in a

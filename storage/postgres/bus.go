@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// jobLockClass is the first key of the two-key advisory locks LockKeys takes on job uuids; the
-// single-key locks (migrations, the relay) live in another key space.
+// jobLockClass is the first key of the two-key advisory locks Load takes on job uuids
+// (Load.Keys); the single-key locks (migrations, the relay) live in another key space.
 const jobLockClass = 0x6a6f6273 // "jobs"
 
 // Rejected lists rejected messages, newest first.
@@ -104,16 +104,8 @@ func (b *Backend) PruneSeen(ctx context.Context, before time.Time) (int64, error
 	return tag.RowsAffected(), nil
 }
 
-// LockKeys takes transaction-scoped advisory locks on the uuids, in the order given (callers
-// sort them, so that two transactions cannot wait for each other).
-func (t *txn) LockKeys(ctx context.Context, ids []uuid.UUID) error {
-	if _, err := t.Exec(ctx, lockKeysSQL, jobLockClass, lockKeys(ids)); err != nil {
-		return fmt.Errorf("lock %d job keys: %w", len(ids), interpretError(err))
-	}
-	return nil
-}
-
-// lockKeysSQL takes the advisory locks of $2 (lockKeys) in their order.
+// lockKeysSQL takes transaction-scoped advisory locks on $2 (lockKeys), in the order given
+// (callers sort them, so that two transactions cannot wait for each other).
 const lockKeysSQL = `SELECT count(pg_advisory_xact_lock($1::int4, k))
 	FROM unnest($2::int4[]) WITH ORDINALITY AS u(k, n)`
 
@@ -133,22 +125,7 @@ func lockKey(id uuid.UUID) int32 {
 	return int32(binary.BigEndian.Uint32(h.Sum(nil)))
 }
 
-// MarkSeen records the message ids in one statement and reports which were new.
-func (t *txn) MarkSeen(ctx context.Context, ids []string, at time.Time) ([]bool, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	rows, err := t.Query(ctx, markSeenSQL, ids, at)
-	if err != nil {
-		return nil, fmt.Errorf("mark message ids seen: %w", interpretError(err))
-	}
-	inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("mark message ids seen: %w", interpretError(err))
-	}
-	return freshOf(ids, inserted), nil
-}
-
+// markSeenSQL records the message ids $1 as received at $2 and returns those that are new.
 const markSeenSQL = `INSERT INTO bus_seen (message_id, received_at)
 	SELECT id, $2 FROM unnest($1::text[]) AS u(id)
 	ON CONFLICT (message_id) DO NOTHING RETURNING message_id`
@@ -167,15 +144,6 @@ func freshOf(ids, inserted []string) []bool {
 }
 
 const parkedColumns = `id, job_uuid, origin, message_id, topic, payload, body, received_at, parked_at`
-
-// TakeParked removes and returns the events parked for the jobs, oldest first.
-func (t *txn) TakeParked(ctx context.Context, ids []uuid.UUID) ([]storage.ParkedEvent, error) {
-	rows, err := t.Query(ctx, `DELETE FROM parked_events WHERE job_uuid = ANY($1) RETURNING `+parkedColumns, rawUUIDs(ids))
-	if err != nil {
-		return nil, fmt.Errorf("take events parked for %d jobs: %w", len(ids), interpretError(err))
-	}
-	return collectParked(rows)
-}
 
 // TakeExpired removes and returns up to limit events parked before the given time; rows another
 // transaction is taking are skipped.

@@ -12,15 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Reading jobs: one row of jobs, plus its data and crash key-values (a row a value, ordered by
-// key and position).
-
-// querier is what pgxpool.Pool and pgx.Tx have in common.
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
-}
+// Reading jobs: one row of jobs, with its data and crash key-values as arrays (readJobsSQL).
 
 const jobColumns = `uuid, state, taskname, item, item_type, arch, source_msg_id, source_topic,
 	request_id, runner, artifacts_url, log_url, crash_notify, crash_cause, crash_fatal, attempt,
@@ -29,52 +21,18 @@ const jobColumns = `uuid, state, taskname, item, item_type, arch, source_msg_id,
 
 // Job returns the job with the given uuid or storage.ErrNotFound.
 func (b *Backend) Job(ctx context.Context, id uuid.UUID) (statemachine.Job, error) {
-	jobs, err := readJobs(ctx, b.pool, `WHERE uuid = $1`, id)
+	rows, err := b.pool.Query(ctx, readJobsSQL(`WHERE uuid = $1`), id)
 	if err != nil {
-		return statemachine.Job{}, err
+		return statemachine.Job{}, interpretError(err)
+	}
+	jobs, err := collectJobs(rows)
+	if err != nil {
+		return statemachine.Job{}, interpretError(err)
 	}
 	if len(jobs) == 0 {
 		return statemachine.Job{}, storage.ErrNotFound
 	}
 	return jobs[0], nil
-}
-
-// LockJobs reads the jobs among ids that exist, FOR UPDATE in uuid order, with their data and
-// crash keyvals, in one round trip.
-func (t *txn) LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]statemachine.Job, error) {
-	jobs, err := readJobs(ctx, t, `WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE OF j`, rawUUIDs(ids))
-	if err != nil {
-		return nil, fmt.Errorf("lock %d jobs: %w", len(ids), err)
-	}
-	out := make(map[uuid.UUID]statemachine.Job, len(jobs))
-	for _, j := range jobs {
-		out[j.UUID] = j
-	}
-	return out, nil
-}
-
-// JobsByRequestID reads the jobs the request ids created.
-func (t *txn) JobsByRequestID(ctx context.Context, requestIDs []string) (map[string]statemachine.Job, error) {
-	jobs, err := readJobs(ctx, t, `WHERE request_id = ANY($1)`, requestIDs)
-	if err != nil {
-		return nil, fmt.Errorf("jobs by %d request ids: %w", len(requestIDs), err)
-	}
-	out := make(map[string]statemachine.Job, len(jobs))
-	for _, j := range jobs {
-		out[j.RequestID] = j
-	}
-	return out, nil
-}
-
-// readJobs reads the jobs `where` selects (on jobs AS j), with their key-values, in one
-// statement (readJobsSQL).
-func readJobs(ctx context.Context, q querier, where string, arg any) ([]statemachine.Job, error) {
-	rows, err := q.Query(ctx, readJobsSQL(where), arg)
-	if err != nil {
-		return nil, interpretError(err)
-	}
-	jobs, err := collectJobs(rows)
-	return jobs, interpretError(err)
 }
 
 // readJobsSQL selects the jobs `where` selects with their data and crash key-values as arrays

@@ -9,7 +9,6 @@ import (
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // A transaction begins with its first statement: BEGIN goes out in the first pipeline
@@ -65,7 +64,7 @@ func (t *txn) begin(ctx context.Context) error {
 	return nil
 }
 
-// Query, QueryRow, Exec and SendBatch run in the transaction: the first of them begins it.
+// Query, QueryRow and SendBatch run in the transaction: the first of them begins it.
 
 func (t *txn) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	if err := t.begin(ctx); err != nil {
@@ -79,13 +78,6 @@ func (t *txn) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 		return errRow{err}
 	}
 	return t.tx.QueryRow(ctx, sql, args...)
-}
-
-func (t *txn) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if err := t.begin(ctx); err != nil {
-		return pgconn.CommandTag{}, err
-	}
-	return t.tx.Exec(ctx, sql, args...)
 }
 
 // SendBatch sends b in one round trip, beginning the transaction in it when it has not begun;

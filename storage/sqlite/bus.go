@@ -137,11 +137,8 @@ func (b *Backend) OutboxStats(ctx context.Context) (storage.OutboxStats, error) 
 	return s, nil
 }
 
-// LockKeys does nothing: the transaction already holds the database's only write lock.
-func (t *tx) LockKeys(ctx context.Context, ids []uuid.UUID) error { return nil }
-
-// MarkSeen records the message ids and reports which were new.
-func (t *tx) MarkSeen(ctx context.Context, ids []string, at time.Time) ([]bool, error) {
+// markSeen records the message ids and reports which were new.
+func (t *tx) markSeen(ctx context.Context, ids []string, at time.Time) ([]bool, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -180,8 +177,8 @@ func (t *tx) park(ctx context.Context, p storage.ParkedEvent) error {
 
 const parkedColumns = `id, job_uuid, origin, message_id, topic, payload, body, received_at, parked_at`
 
-// TakeParked removes and returns the events parked for the jobs, oldest first.
-func (t *tx) TakeParked(ctx context.Context, ids []uuid.UUID) ([]storage.ParkedEvent, error) {
+// takeParkedFor removes and returns the events parked for the jobs, oldest first.
+func (t *tx) takeParkedFor(ctx context.Context, ids []uuid.UUID) ([]storage.ParkedEvent, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -274,8 +271,8 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// LockJobs reads the jobs among ids that exist; the transaction's write lock keeps them.
-func (t *tx) LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]statemachine.Job, error) {
+// lockJobs reads the jobs among ids that exist; the transaction's write lock keeps them.
+func (t *tx) lockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]statemachine.Job, error) {
 	out := make(map[uuid.UUID]statemachine.Job, len(ids))
 	for _, id := range ids {
 		job, err := readJob(ctx, t, `uuid = ?`, id.String())
@@ -290,8 +287,8 @@ func (t *tx) LockJobs(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]state
 	return out, nil
 }
 
-// JobsByRequestID reads the jobs the request ids created.
-func (t *tx) JobsByRequestID(ctx context.Context, requestIDs []string) (map[string]statemachine.Job, error) {
+// jobsByRequestID reads the jobs the request ids created.
+func (t *tx) jobsByRequestID(ctx context.Context, requestIDs []string) (map[string]statemachine.Job, error) {
 	out := make(map[string]statemachine.Job, len(requestIDs))
 	for _, req := range requestIDs {
 		job, err := readJob(ctx, t, `request_id = ?`, req)
@@ -307,7 +304,30 @@ func (t *tx) JobsByRequestID(ctx context.Context, requestIDs []string) (map[stri
 }
 
 // Load does what l asks one statement after the other: SQLite is in this process, so round
-// trips cost nothing.
+// trips cost nothing. Its keys need no lock: the transaction holds the database's only write
+// lock.
 func (t *tx) Load(ctx context.Context, l storage.Load) (storage.Loaded, error) {
-	return storage.LoadEach(ctx, t, l)
+	var out storage.Loaded
+	var err error
+	if len(l.SeenIDs) > 0 {
+		if out.Fresh, err = t.markSeen(ctx, l.SeenIDs, l.SeenAt); err != nil {
+			return out, err
+		}
+	}
+	if len(l.Jobs) > 0 {
+		if out.Jobs, err = t.lockJobs(ctx, l.Jobs); err != nil {
+			return out, err
+		}
+	}
+	if len(l.RequestIDs) > 0 {
+		if out.ByRequestID, err = t.jobsByRequestID(ctx, l.RequestIDs); err != nil {
+			return out, err
+		}
+	}
+	if len(l.Parked) > 0 {
+		if out.Parked, err = t.takeParkedFor(ctx, l.Parked); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }

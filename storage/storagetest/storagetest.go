@@ -36,8 +36,7 @@ func Run(t *testing.T, open Open) {
 		{"WriteKeepsListOrder", testWriteOrder},
 		{"ErrorContract", testErrors},
 		{"RollbackLeavesNothing", testRollback},
-		{"LockJobsAndRequestIDs", testLockJobs},
-		{"MarkSeen", testMarkSeen},
+		{"SeenMessageIDs", testMarkSeen},
 		{"Load", testLoad},
 		{"ParkedEvents", testParked},
 		{"Claims", testClaims},
@@ -321,47 +320,8 @@ func testRollback(t *testing.T, b storage.Backend) {
 	readJob(t, b, ok.UUID)
 }
 
-// testLockJobs: LockJobs and JobsByRequestID return what exists, whole, and leave out the rest.
-func testLockJobs(t *testing.T, b storage.Backend) {
-	ctx := context.Background()
-	a, c := newJob(), newJob()
-	a.Data = statemachine.KeyVals{"koji_tag": {"f45", "f44"}}
-	c.State = statemachine.Crashed
-	c.Crash = &statemachine.Crash{Notify: statemachine.NotifyTask, Cause: statemachine.CauseTask, KeyVals: statemachine.KeyVals{"step": {"x"}}}
-	write(t, b, storage.Writes{NewJobs: []statemachine.Job{a, c}})
-	missing := uuid.New()
-	ids := []uuid.UUID{a.UUID, c.UUID, missing}
-	slices.SortFunc(ids, func(x, y uuid.UUID) int { return strings.Compare(x.String(), y.String()) })
-	err := b.InTx(ctx, func(tx storage.Tx) error {
-		if err := tx.LockKeys(ctx, ids); err != nil {
-			return err
-		}
-		got, err := tx.LockJobs(ctx, ids)
-		if err != nil {
-			return err
-		}
-		if len(got) != 2 {
-			t.Errorf("LockJobs: got %d jobs, want 2", len(got))
-		}
-		wantJob(t, got[a.UUID], a)
-		wantJob(t, got[c.UUID], c)
-		byReq, err := tx.JobsByRequestID(ctx, []string{a.RequestID, "nobody's", c.RequestID})
-		if err != nil {
-			return err
-		}
-		if len(byReq) != 2 || byReq[a.RequestID].UUID != a.UUID || byReq[c.RequestID].UUID != c.UUID {
-			t.Errorf("JobsByRequestID: got %+v", byReq)
-		}
-		wantJob(t, byReq[c.RequestID], c)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// testLoad: Load does every step the other methods do, in one call, and what it takes from the
-// park is taken only if the transaction commits.
+// testLoad: Load does every step in one call, returns the jobs that exist whole and leaves out
+// the rest, and what it takes from the park is taken only if the transaction commits.
 func testLoad(t *testing.T, b storage.Backend) {
 	ctx := context.Background()
 	a, c := newJob(), newJob()
@@ -434,7 +394,11 @@ func testMarkSeen(t *testing.T, b storage.Backend) {
 	mark := func(ids ...string) []bool {
 		t.Helper()
 		var fresh []bool
-		if err := b.InTx(ctx, func(tx storage.Tx) (err error) { fresh, err = tx.MarkSeen(ctx, ids, t0); return err }); err != nil {
+		if err := b.InTx(ctx, func(tx storage.Tx) error {
+			got, err := tx.Load(ctx, storage.Load{SeenIDs: ids, SeenAt: t0})
+			fresh = got.Fresh
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 		return fresh
@@ -446,7 +410,7 @@ func testMarkSeen(t *testing.T, b storage.Backend) {
 		t.Errorf("second marks: got %v, want seen, new, seen", got)
 	}
 	_ = b.InTx(ctx, func(tx storage.Tx) error {
-		if _, err := tx.MarkSeen(ctx, []string{"d"}, t0); err != nil {
+		if _, err := tx.Load(ctx, storage.Load{SeenIDs: []string{"d"}, SeenAt: t0}); err != nil {
 			return err
 		}
 		return errors.New("roll back")
@@ -474,7 +438,7 @@ func parkedEvent(id uuid.UUID, msgID string, at time.Time, start bool) storage.P
 		Body: []byte(`{"raw": true}`), ParkedAt: at}
 }
 
-// testParked: parked events come back whole, oldest first, once: TakeParked by job, TakeExpired
+// testParked: parked events come back whole, oldest first, once: by job (Load.Parked), TakeExpired
 // by age, and concurrent takers get different events.
 func testParked(t *testing.T, b storage.Backend) {
 	ctx := context.Background()
@@ -485,11 +449,16 @@ func testParked(t *testing.T, b storage.Backend) {
 	}
 	write(t, b, storage.Writes{Parked: events})
 	var taken []storage.ParkedEvent
-	if err := b.InTx(ctx, func(tx storage.Tx) (err error) { taken, err = tx.TakeParked(ctx, []uuid.UUID{x}); return err }); err != nil {
+	take := func(tx storage.Tx) error {
+		got, err := tx.Load(ctx, storage.Load{Parked: []uuid.UUID{x}})
+		taken = got.Parked
+		return err
+	}
+	if err := b.InTx(ctx, take); err != nil {
 		t.Fatal(err)
 	}
 	if len(taken) != 2 {
-		t.Fatalf("TakeParked: got %d events, want 2", len(taken))
+		t.Fatalf("Load, parked: got %d events, want 2", len(taken))
 	}
 	for i, want := range []storage.ParkedEvent{events[0], events[2]} {
 		got := taken[i]
@@ -498,8 +467,8 @@ func testParked(t *testing.T, b storage.Backend) {
 			t.Errorf("parked event %d:\n got %+v\nwant %+v", i, got, want)
 		}
 	}
-	if err := b.InTx(ctx, func(tx storage.Tx) (err error) { taken, err = tx.TakeParked(ctx, []uuid.UUID{x}); return err }); err != nil || len(taken) != 0 {
-		t.Errorf("TakeParked again: got %d events (%v), want none", len(taken), err)
+	if err := b.InTx(ctx, take); err != nil || len(taken) != 0 {
+		t.Errorf("Load, parked again: got %d events (%v), want none", len(taken), err)
 	}
 
 	var many []storage.ParkedEvent
@@ -904,14 +873,11 @@ func testConcurrentUnits(t *testing.T, b storage.Backend) {
 		go func() {
 			defer wg.Done()
 			errs <- b.InTx(ctx, func(tx storage.Tx) error {
-				if err := tx.LockKeys(ctx, []uuid.UUID{job.UUID}); err != nil {
-					return err
-				}
-				got, err := tx.LockJobs(ctx, []uuid.UUID{job.UUID})
+				got, err := tx.Load(ctx, storage.Load{Keys: []uuid.UUID{job.UUID}, Jobs: []uuid.UUID{job.UUID}})
 				if err != nil {
 					return err
 				}
-				j := got[job.UUID]
+				j := got.Jobs[job.UUID]
 				j.Attempt++
 				return tx.Write(ctx, storage.Writes{Changed: []storage.Change{{Job: j}},
 					History: []storage.HistoryEntry{{JobUUID: j.UUID, Kind: statemachine.EventStart, Verdict: statemachine.Duplicate,
