@@ -1,0 +1,11 @@
+package postgres
+
+import "github.com/fedora-qa/execdb/storage"
+
+// StatsSQL is the statement Stats sends for s.
+func StatsSQL(s storage.StatsQuery) (string, []any) {
+	if combos, ok := fixedCombinations(s); ok {
+		return fixedStatsSQL(s, combos)
+	}
+	return statsSQL(s)
+}
