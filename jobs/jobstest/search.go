@@ -23,6 +23,7 @@ var searchTests = []test{
 	{"SearchFilters", testSearchFilters},
 	{"SearchPagesWhileJobsArrive", testSearchPagination},
 	{"Stats", testStats},
+	{"StatsDaysLongInSecondsToTheLastBit", testStatsDaysLong},
 }
 
 var seedBase = time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
@@ -289,6 +290,35 @@ func testSearchPagination(t *testing.T, open env) {
 	}
 }
 
+// testStatsDaysLong: a duration of days comes out in seconds the same on every backend, to the
+// last bit: the microseconds within the day / 10^6 + the days × 86,400, in float64, as
+// PostgreSQL's date_part('epoch', interval) computes it (µs / 10^6 alone differs in the last
+// bit for these two).
+func testStatsDaysLong(t *testing.T, open env) {
+	s, _ := newStore(t, open)
+	ctx := context.Background()
+	created := seedBase
+	started := created.Add(265_099_994_691 * time.Microsecond)  // 3 days 1:38:19.994691
+	finished := started.Add(247_078_678_714 * time.Microsecond) // 2 days 20:37:58.678714
+	res, err := s.Create(ctx, newJob(), statemachine.Meta{Origin: statemachine.OriginHTTP, ReceivedAt: created})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := statemachine.Meta{Origin: statemachine.OriginHTTP, ReceivedAt: finished}
+	apply(t, s, res.Job.UUID, statemachine.Event{Meta: meta, Start: &statemachine.Start{StartedAt: &started}})
+	apply(t, s, res.Job.UUID, statemachine.Event{Meta: meta, End: &statemachine.End{State: statemachine.Finished, FinishedAt: &finished}})
+	got, err := s.Stats(ctx, storage.StatsQuery{GroupBy: []storage.Field{"state"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Rows) != 1 || got.Rows[0].QueueWait == nil || got.Rows[0].RunTime == nil {
+		t.Fatalf("one finished job: got %s", js(got))
+	}
+	if w, r := got.Rows[0].QueueWait.P50, got.Rows[0].RunTime.Max; w != 265099.99469099997 || r != 247078.67871399998 {
+		t.Errorf("queue wait %.17g, run time %.17g: want 265099.99469099997 and 247078.67871399998", w, r)
+	}
+}
+
 // expectedStats is the reference semantics of stats.
 func expectedStats(jobs []statemachine.Job, q storage.StatsQuery) storage.StatsResult {
 	type acc struct {
@@ -336,9 +366,9 @@ func expectedStats(jobs []statemachine.Job, q storage.StatsQuery) storage.StatsR
 			}
 			a.row.Count++
 			if j.State.Terminal() && j.StartedAt != nil {
-				a.wait = append(a.wait, float64(j.StartedAt.Sub(j.CreatedAt).Microseconds())/1e6)
+				a.wait = append(a.wait, seconds(j.StartedAt.Sub(j.CreatedAt)))
 				if j.FinishedAt != nil {
-					a.run = append(a.run, float64(j.FinishedAt.Sub(*j.StartedAt).Microseconds())/1e6)
+					a.run = append(a.run, seconds(j.FinishedAt.Sub(*j.StartedAt)))
 				}
 			}
 		}
@@ -352,6 +382,12 @@ func expectedStats(jobs []statemachine.Job, q storage.StatsQuery) storage.StatsR
 	}
 	storage.SortStatsRows(res.Rows, q.GroupBy)
 	return res
+}
+
+// seconds is d in seconds as testStatsDaysLong states it.
+func seconds(d time.Duration) float64 {
+	us := d.Microseconds()
+	return float64(us%86_400_000_000)/1e6 + float64(us/86_400_000_000)*86_400
 }
 
 func clone(m map[storage.Field]*string) map[storage.Field]*string {

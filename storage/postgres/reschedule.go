@@ -50,12 +50,12 @@ func (t *txn) claim(ctx context.Context, where, order string, skip []uuid.UUID, 
 func (b *Backend) RetryStats(ctx context.Context, s storage.StatsQuery) (storage.RetryStatsResult, error) {
 	var res storage.RetryStatsResult
 	countSQL, countArgs := sqlbuild.RetryCount(dialect{}, s.Filter)
-	if err := b.pool.QueryRow(ctx, countSQL, countArgs...).Scan(&res.Total); err != nil {
+	if err := b.pool.QueryRow(ctx, countSQL, analysis(countArgs)...).Scan(&res.Total); err != nil {
 		return res, interpretError(err)
 	}
 	sql, args := sqlbuild.Retry(dialect{}, s)
 	groups := sqlbuild.GroupColumns(s)
-	rows, err := b.pool.Query(ctx, sql, args...)
+	rows, err := b.pool.Query(ctx, sql, analysis(args)...)
 	if err != nil {
 		return res, interpretError(err)
 	}

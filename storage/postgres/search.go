@@ -27,7 +27,11 @@ func (dialect) Pattern(s string) string {
 }
 
 func (dialect) Bucket(col string, b storage.Bucket) string {
-	return "to_char(date_trunc('" + string(b) + "', " + col + ` AT TIME ZONE 'UTC'), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`
+	return "date_trunc('" + string(b) + "', " + col + " AT TIME ZONE 'UTC')"
+}
+
+func (dialect) BucketText(bucket string) string {
+	return "to_char(" + bucket + `, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`
 }
 
 // Search returns a page of jobs matching f, newest first.
@@ -108,7 +112,7 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 	var res storage.StatsResult
 	groups := sqlbuild.GroupColumns(s)
 	sql, args := statsSQL(s)
-	rows, err := b.pool.Query(ctx, sql, args...)
+	rows, err := b.pool.Query(ctx, sql, analysis(args)...)
 	if err != nil {
 		return res, interpretError(err)
 	}
@@ -156,6 +160,15 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 	return res, nil
 }
 
+// analysis prefixes the arguments of a statistics query with pgx's QueryExecModeDescribeExec: an
+// unnamed statement, planned for its arguments at every run. A statement pgx prepares once and
+// caches may be planned generically after five runs (PostgreSQL's plan cache), for a time window
+// of unknown size, when a day and a year of jobs want different plans. Statistics are few and
+// costly, so one more round trip each costs nothing worth counting.
+func analysis(args []any) []any {
+	return append([]any{pgx.QueryExecModeDescribeExec}, args...)
+}
+
 // statsSQL aggregates the grouped rows: counts, the jobs among them, and percentile_disc of
 // queue wait and run time over finished and crashed jobs (one sort for both percentiles of a
 // duration).
@@ -165,7 +178,7 @@ func statsSQL(s storage.StatsQuery) (string, []any) {
 	groups := sqlbuild.GroupColumns(s)
 	groupList := ""
 	if len(groups) > 0 {
-		groupList = strings.Join(groups, ", ") + ", "
+		groupList = strings.Join(sqlbuild.SelectGroupColumns(dialect{}, s), ", ") + ", "
 	}
 	sql := `SELECT ` + groupList + `count(*), count(*) FILTER (WHERE first),
 		percentile_disc(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY wait), max(wait),
@@ -178,11 +191,14 @@ func statsSQL(s storage.StatsQuery) (string, []any) {
 }
 
 // The durations of a finished or crashed job, in seconds, as columns of Grouped; NULL for a job
-// in any other state.
+// in any other state. date_part gives float8 directly: EXTRACT gives numeric, whose conversion
+// to float8 (through text) cost a third of a stats query reading its jobs from an index
+// (docs/performance.md). For an interval from subtracting timestamps it is the microseconds
+// within the day / 10^6 + the days × 86,400, in float8 (storage/sqlite's seconds does the same).
 var (
 	terminal   = "j.state IN ('" + strings.Join(sqlbuild.Terminal, "', '") + "')"
-	waitColumn = "CASE WHEN " + terminal + " THEN EXTRACT(EPOCH FROM j.started_at - j.created_at)::float8 END AS wait"
-	runColumn  = "CASE WHEN " + terminal + " THEN EXTRACT(EPOCH FROM j.finished_at - j.started_at)::float8 END AS run"
+	waitColumn = "CASE WHEN " + terminal + " THEN date_part('epoch', j.started_at - j.created_at) END AS wait"
+	runColumn  = "CASE WHEN " + terminal + " THEN date_part('epoch', j.finished_at - j.started_at) END AS run"
 )
 
 // durations is p50 and p90 (percentiles, from percentile_disc) and max, or nil when the group

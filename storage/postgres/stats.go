@@ -117,7 +117,7 @@ func (b *Backend) fixedStats(ctx context.Context, s storage.StatsQuery, combos [
 	for i := range combos {
 		dest = append(dest, &counts[i], &waits[i], &wmax[i], &runs[i], &rmax[i])
 	}
-	if err := b.pool.QueryRow(ctx, sql, args...).Scan(dest...); err != nil {
+	if err := b.pool.QueryRow(ctx, sql, analysis(args)...).Scan(dest...); err != nil {
 		return res, interpretError(err)
 	}
 	for i, combo := range combos {

@@ -42,6 +42,8 @@ func (dialect) Pattern(s string) string {
 	return strings.NewReplacer("[", "[[]", "?", "[?]").Replace(s)
 }
 
+func (dialect) BucketText(bucket string) string { return bucket }
+
 func (dialect) Bucket(col string, b storage.Bucket) string {
 	switch b {
 	case storage.BucketHour:
@@ -196,9 +198,14 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 	return res, nil
 }
 
-// seconds converts d to seconds exactly as PostgreSQL's EXTRACT(EPOCH …)::float8 does for
-// microsecond intervals.
-func seconds(d time.Duration) float64 { return float64(d.Microseconds()) / 1e6 }
+// seconds converts d to seconds exactly as PostgreSQL's date_part('epoch', …) does for the
+// interval between two timestamps (days, and microseconds within the day, of the same sign):
+// the microseconds / 10^6 + the days × 86,400, in float64.
+func seconds(d time.Duration) float64 {
+	const microsPerDay = 86_400_000_000
+	us := d.Microseconds()
+	return float64(us%microsPerDay)/1e6 + float64(us/microsPerDay)*86_400
+}
 
 func summarise(xs []float64) *storage.Durations {
 	if len(xs) == 0 {
