@@ -3,9 +3,4 @@ package postgres
 import "github.com/fedora-qa/execdb/storage"
 
 // StatsSQL is the statement Stats sends for s.
-func StatsSQL(s storage.StatsQuery) (string, []any) {
-	if combos, ok := fixedCombinations(s); ok {
-		return fixedStatsSQL(s, combos)
-	}
-	return statsSQL(s)
-}
+func StatsSQL(s storage.StatsQuery) (string, []any) { return statsStatement(s) }

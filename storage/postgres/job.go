@@ -12,7 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Reading jobs: one row of jobs, with its data and crash key-values as arrays (readJobsSQL).
+// Reading jobs: one row of jobs, with its data and crash key-values as arrays (jobWithKeyValues),
+// for Job, Tx.Load and Search alike.
 
 const jobColumns = `uuid, state, taskname, item, item_type, arch, source_msg_id, source_topic,
 	request_id, runner, artifacts_url, log_url, crash_notify, crash_cause, crash_fatal, attempt,
@@ -35,18 +36,22 @@ func (b *Backend) Job(ctx context.Context, id uuid.UUID) (statemachine.Job, erro
 	return jobs[0], nil
 }
 
-// readJobsSQL selects the jobs `where` selects with their data and crash key-values as arrays
-// of keys and values, ordered by key and position: each array is a walk of the key-values'
-// primary key for the job's uuid, so reading a job and its key-values is one statement.
-func readJobsSQL(where string) string {
+// jobWithKeyValues are jobColumns, then the job's data and crash key-values as arrays of keys
+// and values, ordered by key and position: each array is a walk of the key-values' primary key
+// for the job's uuid, so reading jobs and their key-values is one statement. Over jobs j.
+var jobWithKeyValues = func() string {
 	const kv = `ARRAY(SELECT %[1]s FROM %[2]s WHERE job_uuid = j.uuid ORDER BY key, position)`
-	return `SELECT ` + jobColumns + `, ` +
+	return jobColumns + `, ` +
 		fmt.Sprintf(kv, "key", "job_data") + `, ` + fmt.Sprintf(kv, "value", "job_data") + `, ` +
-		fmt.Sprintf(kv, "key", "crash_keyvals") + `, ` + fmt.Sprintf(kv, "value", "crash_keyvals") +
-		` FROM jobs j ` + where
+		fmt.Sprintf(kv, "key", "crash_keyvals") + `, ` + fmt.Sprintf(kv, "value", "crash_keyvals")
+}()
+
+// readJobsSQL selects jobWithKeyValues of the jobs `where` selects.
+func readJobsSQL(where string) string {
+	return `SELECT ` + jobWithKeyValues + ` FROM jobs j ` + where
 }
 
-// collectJobs scans the rows of a readJobsSQL query.
+// collectJobs scans rows of jobWithKeyValues.
 func collectJobs(rows pgx.Rows) ([]statemachine.Job, error) {
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (statemachine.Job, error) {
 		var dataKeys, dataValues, crashKeys, crashValues []string

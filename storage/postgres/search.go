@@ -8,7 +8,6 @@ import (
 	"github.com/fedora-qa/execdb/statemachine"
 	"github.com/fedora-qa/execdb/storage"
 	"github.com/fedora-qa/execdb/storage/internal/sqlbuild"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -34,14 +33,14 @@ func (dialect) BucketText(bucket string) string {
 	return "to_char(" + bucket + `, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`
 }
 
-// Search returns a page of jobs matching f, newest first.
+// Search returns a page of jobs matching f, newest first, with their key-values.
 func (b *Backend) Search(ctx context.Context, f storage.Filter, page storage.Page) ([]statemachine.Job, *storage.Cursor, error) {
-	sql, args := sqlbuild.Search(dialect{}, qualified(jobColumns), f, page)
+	sql, args := sqlbuild.Search(dialect{}, jobWithKeyValues, f, page)
 	rows, err := b.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, nil, interpretError(err)
 	}
-	jobs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (statemachine.Job, error) { return scanJob(row) })
+	jobs, err := collectJobs(rows)
 	if err != nil {
 		return nil, nil, interpretError(err)
 	}
@@ -51,55 +50,15 @@ func (b *Backend) Search(ctx context.Context, f storage.Filter, page storage.Pag
 		last := jobs[len(jobs)-1]
 		next = &storage.Cursor{CreatedAt: last.CreatedAt, UUID: last.UUID}
 	}
-	if err := b.fillKeyVals(ctx, jobs); err != nil {
-		return nil, nil, err
-	}
 	return jobs, next, nil
 }
 
-// fillKeyVals loads data and crash keyvals of many jobs with one query per table.
-func (b *Backend) fillKeyVals(ctx context.Context, jobs []statemachine.Job) error {
-	if len(jobs) == 0 {
-		return nil
+// statsStatement is the statement Stats sends for s.
+func statsStatement(s storage.StatsQuery) (string, []any) {
+	if combos, ok := fixedCombinations(s); ok {
+		return fixedStatsSQL(s, combos)
 	}
-	ids := make([]uuid.UUID, len(jobs))
-	index := make(map[uuid.UUID]int, len(jobs))
-	for i, j := range jobs {
-		ids[i] = j.UUID
-		index[j.UUID] = i
-		if j.Crash != nil {
-			jobs[i].Crash.KeyVals = statemachine.KeyVals{}
-		}
-	}
-	for _, table := range []string{"job_data", "crash_keyvals"} {
-		rows, err := b.pool.Query(ctx, `SELECT job_uuid, key, value FROM `+table+
-			` WHERE job_uuid = ANY($1) ORDER BY job_uuid, key, position`, ids)
-		if err != nil {
-			return interpretError(err)
-		}
-		for rows.Next() {
-			var id uuid.UUID
-			var k, v string
-			if err := rows.Scan(&id, &k, &v); err != nil {
-				rows.Close()
-				return interpretError(err)
-			}
-			j := &jobs[index[id]]
-			if table == "job_data" {
-				if j.Data == nil {
-					j.Data = statemachine.KeyVals{}
-				}
-				j.Data[k] = append(j.Data[k], v)
-			} else if j.Crash != nil {
-				j.Crash.KeyVals[k] = append(j.Crash.KeyVals[k], v)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return interpretError(err)
-		}
-	}
-	return nil
+	return statsSQL(s)
 }
 
 // Stats counts and summarises durations in SQL, in one statement: the groups, and in each the
@@ -210,15 +169,6 @@ func durations(percentiles []float64, max *float64) *storage.Durations {
 	return &storage.Durations{P50: percentiles[0], P90: percentiles[1], Max: *max}
 }
 
-// qualified prefixes each column of a list with the jobs alias j.
-func qualified(columns string) string {
-	parts := strings.Split(columns, ",")
-	for i, p := range parts {
-		parts[i] = "j." + strings.TrimSpace(p)
-	}
-	return strings.Join(parts, ", ")
-}
-
 // Explain returns PostgreSQL's plan, with run-time statistics, for the search and the stats
 // queries the backend would run: what docs/performance.md shows and what an operator checks
 // when a query is slow.
@@ -226,9 +176,9 @@ func (b *Backend) Explain(ctx context.Context, f storage.Filter, s *storage.Stat
 	var sql string
 	var args []any
 	if s == nil {
-		sql, args = sqlbuild.Search(dialect{}, qualified(jobColumns), f, storage.Page{Limit: storage.DefaultLimit})
+		sql, args = sqlbuild.Search(dialect{}, jobWithKeyValues, f, storage.Page{Limit: storage.DefaultLimit})
 	} else {
-		sql, args = statsSQL(*s)
+		sql, args = statsStatement(*s)
 	}
 	rows, err := b.pool.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF, BUFFERS OFF) `+sql, args...)
 	if err != nil {
