@@ -182,11 +182,12 @@ func Percentile(sorted []float64, p float64) float64 {
 	if len(sorted) == 0 {
 		return 0
 	}
-	i := int(math.Ceil(p*float64(len(sorted)))) - 1
-	if i < 0 {
-		i = 0
-	}
-	return sorted[i]
+	return sorted[percentileIndex(len(sorted), p)]
+}
+
+// percentileIndex is where Percentile of n sorted values finds fraction p.
+func percentileIndex(n int, p float64) int {
+	return max(int(math.Ceil(p*float64(n)))-1, 0)
 }
 
 // SortRetryStatsRows puts rows in the order RetryStatsResult promises.

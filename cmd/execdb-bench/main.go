@@ -232,6 +232,7 @@ var queries = []struct {
 	{"stats: by task and state, a week", "since=7d&group_by=taskname,state", true},
 	{"stats: crashes a day by cause, a month", "state=CRASHED&since=30d&group_by=cause&bucket=day", true},
 	{"stats: everything by state", "group_by=state", true},
+	{"stats: everything by task", "group_by=taskname", true},
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }

@@ -64,6 +64,14 @@ func Run(t *testing.T, open Open, opts Options) {
 	}
 }
 
+// RunSearch runs the suite's search and statistics tests alone, for a backend that can answer
+// them in another way than Run's (storage/postgres: in SQL where it would count in Go).
+func RunSearch(t *testing.T, open Open) {
+	for _, tc := range searchTests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, env{open, Options{}}) })
+	}
+}
+
 // coreTests cover creating jobs, transitions, history and the outbox.
 var coreTests = []test{
 	{"CreateIssuesUUIDv7AndDefaults", testCreateDefaults},

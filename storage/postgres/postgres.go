@@ -24,6 +24,8 @@ var _ storage.Backend = (*Backend)(nil)
 // Backend stores jobs in PostgreSQL. It is safe for concurrent use.
 type Backend struct {
 	pool *pgxpool.Pool
+	// tallyRows bounds the rows a stats question is counted from in Go (see Stats).
+	tallyRows int
 }
 
 // DefaultMaxConns is the size of the connection pool when the URL does not set pool_max_conns.
@@ -49,7 +51,7 @@ func Open(ctx context.Context, url string) (*Backend, error) {
 		pool.Close()
 		return nil, fmt.Errorf("connect to postgres: %w", err)
 	}
-	return &Backend{pool: pool}, nil
+	return &Backend{pool: pool, tallyRows: tallyRows}, nil
 }
 
 // Pool is the connection pool, for what storage.Backend does not cover.

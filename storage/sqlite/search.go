@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -104,115 +103,67 @@ func (b *Backend) Search(ctx context.Context, f storage.Filter, page storage.Pag
 	return jobs, next, nil
 }
 
-// Stats reads one row per job and group combination and aggregates in Go: SQLite has no
-// percentile function, and storage.Percentile computes PostgreSQL's percentile_disc.
+// Stats reads one row per job and group combination and counts them in Go (storage.StatsTally):
+// SQLite has no percentile function, and storage.Percentile computes PostgreSQL's
+// percentile_disc.
 func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.StatsResult, error) {
-	var res storage.StatsResult
 	q := sqlbuild.New(dialect{})
 	query := sqlbuild.Grouped(q, s, "j.state", "j.created_at", "j.started_at", "j.finished_at")
-	type group struct {
-		row        storage.StatsRow
-		wait, runs []float64
-	}
-	groups := map[string]*group{}
+	tally := storage.NewStatsTally(s.GroupBy)
 	err := b.readTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, query, q.Args...)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
-		ncols := len(sqlbuild.GroupColumns(s))
+		ngroups := len(s.GroupBy)
+		vals := make([]sql.NullString, len(sqlbuild.GroupColumns(s)))
+		groupVals := make([]*string, ngroups)
+		var state, created string
+		var started, finished sql.NullString
+		var first bool
+		dest := make([]any, 0, len(vals)+5)
+		for i := range vals {
+			dest = append(dest, &vals[i])
+		}
+		dest = append(dest, &first, &state, &created, &started, &finished)
 		for rows.Next() {
-			vals := make([]sql.NullString, ncols)
-			var state, created string
-			var started, finished sql.NullString
-			var first bool
-			dest := make([]any, 0, ncols+5)
-			for i := range vals {
-				dest = append(dest, &vals[i])
-			}
-			dest = append(dest, &first, &state, &created, &started, &finished)
 			if err := rows.Scan(dest...); err != nil {
 				return err
 			}
-			var key strings.Builder
-			for _, v := range vals {
-				fmt.Fprintf(&key, "%t:%q|", v.Valid, v.String)
-			}
-			g := groups[key.String()]
-			if g == nil {
-				g = &group{row: storage.StatsRow{Group: map[storage.Field]*string{}}}
-				for i, f := range s.GroupBy {
-					if vals[i].Valid {
-						v := vals[i].String
-						g.row.Group[f] = &v
-					} else {
-						g.row.Group[f] = nil
-					}
+			for i := range groupVals {
+				groupVals[i] = nil
+				if vals[i].Valid {
+					groupVals[i] = &vals[i].String
 				}
-				if s.Bucket != storage.BucketNone {
-					last := vals[ncols-1]
-					t, err := sqlbuild.ParseBucket(&last.String)
-					if err != nil {
-						return err
-					}
-					g.row.Bucket = t
-				}
-				groups[key.String()] = g
 			}
-			g.row.Count++
-			if first {
-				res.Total++ // a job's first row: the total counts jobs, not rows
-			}
-			if st := statemachine.State(state); !st.Terminal() || !started.Valid {
-				continue
-			}
-			c, err1 := parseTime(created)
-			st, err2 := parseTime(started.String)
-			if err := firstError(err1, err2); err != nil {
-				return err
-			}
-			g.wait = append(g.wait, seconds(st.Sub(c)))
-			if finished.Valid {
-				fin, err := parseTime(finished.String)
-				if err != nil {
+			var bucket *time.Time
+			if s.Bucket != storage.BucketNone {
+				last := vals[ngroups]
+				if bucket, err = sqlbuild.ParseBucket(&last.String); err != nil {
 					return err
 				}
-				g.runs = append(g.runs, seconds(fin.Sub(st)))
 			}
+			createdAt, err := parseTime(created)
+			if err != nil {
+				return err
+			}
+			startedAt, err := parseNullTime(started)
+			if err != nil {
+				return err
+			}
+			finishedAt, err := parseNullTime(finished)
+			if err != nil {
+				return err
+			}
+			tally.Add(groupVals, bucket, first, statemachine.State(state), createdAt, startedAt, finishedAt)
 		}
 		return rows.Err()
 	})
 	if err != nil {
-		return res, fmt.Errorf("stats: %w", interpretError(err))
+		return storage.StatsResult{}, fmt.Errorf("stats: %w", interpretError(err))
 	}
-	for _, g := range groups {
-		g.row.QueueWait = summarise(g.wait)
-		g.row.RunTime = summarise(g.runs)
-		if res.Total > 0 {
-			g.row.Share = float64(g.row.Count) / float64(res.Total)
-		}
-		res.Rows = append(res.Rows, g.row)
-	}
-	storage.SortStatsRows(res.Rows, s.GroupBy)
-	return res, nil
-}
-
-// seconds converts d to seconds exactly as PostgreSQL's date_part('epoch', …) does for the
-// interval between two timestamps (days, and microseconds within the day, of the same sign):
-// the microseconds / 10^6 + the days × 86,400, in float64.
-func seconds(d time.Duration) float64 {
-	const microsPerDay = 86_400_000_000
-	us := d.Microseconds()
-	return float64(us%microsPerDay)/1e6 + float64(us/microsPerDay)*86_400
-}
-
-func summarise(xs []float64) *storage.Durations {
-	if len(xs) == 0 {
-		return nil
-	}
-	sort.Float64s(xs)
-	return &storage.Durations{P50: storage.Percentile(xs, 0.5), P90: storage.Percentile(xs, 0.9), Max: xs[len(xs)-1]}
+	return tally.Result(), nil
 }
 
 func firstError(errs ...error) error {
