@@ -12,9 +12,9 @@ import (
 // StatsTally builds a stats answer in memory from the rows of a stats question: a row per job
 // and combination of its group values, as storage/internal/sqlbuild.Grouped selects them.
 // SQLite answers every question this way; PostgreSQL the ones with few enough rows, where
-// sorting each group's durations in Go costs less than percentile_disc's sorts
+// selecting each group's percentiles in Go costs less than percentile_disc's sorts
 // (docs/performance.md). A tally holds every duration it was given until Result: 16 bytes a
-// finished or crashed job.
+// row of a finished or crashed job.
 type StatsTally struct {
 	groupBy []Field
 	groups  map[string]*tallyGroup
@@ -86,7 +86,7 @@ func (t *StatsTally) Add(values []*string, bucket *time.Time, first bool, state 
 // Seconds is d in seconds exactly as PostgreSQL's date_part('epoch', …) gives it for the
 // interval between two timestamps (days, and microseconds within the day, of the same sign):
 // the microseconds within the day / 10^6 + the days × 86,400, in float64. It differs from
-// d.Seconds() in the last bit for about 1% of durations over a day.
+// d.Seconds() in the last bit for some durations over a day (3–14% of them, sampled).
 func Seconds(d time.Duration) float64 {
 	const microsPerDay = 86_400_000_000
 	us := d.Microseconds()

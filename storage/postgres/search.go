@@ -73,10 +73,11 @@ func (b *Backend) statsStatements(s storage.StatsQuery) []statement {
 	return []statement{{tally, tallyArgs}, {grouped, groupedArgs}}
 }
 
-// Stats answers s in one of three ways, each one statement: grouped by fields of fixed values
-// only, with FILTERed aggregates (fixedStats); else by reading the rows and counting them in Go
-// when there are at most tallyRows of them (tallyStats); else with GROUP BY and percentile_disc
-// (groupedStats). The three give the same answer, to the last bit.
+// Stats answers s in one of three ways: grouped by fields of fixed values only, with FILTERed
+// aggregates in one statement (fixedStats); else by reading the rows and counting them in Go
+// when there are at most tallyRows of them (tallyStats); else, having read tallyRows + 1 rows,
+// with a second statement, GROUP BY and percentile_disc (groupedStats). The three give the same
+// answer, to the last bit.
 func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.StatsResult, error) {
 	if combos, ok := fixedCombinations(s); ok {
 		return b.fixedStats(ctx, s, combos)
@@ -88,10 +89,11 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 	return b.groupedStats(ctx, s)
 }
 
-// tallyRows bounds the rows tallyStats reads: it holds 16 bytes a finished or crashed job until
-// the answer (3.2 MB at most). Counting in Go takes half the time of PostgreSQL's GROUP BY with
-// percentile_disc, which sorts the rows by group, then each group by each duration (a week of
-// jobs by task and state: 40 against 83 ms, docs/performance.md). A question over more rows
+// tallyRows bounds the rows tallyStats reads: it holds 16 bytes a row of a finished or crashed
+// job until the answer (3.2 MB, up to twice that while its slices grow). Counting in Go takes
+// half the time of PostgreSQL's GROUP BY with percentile_disc, which sorts the rows by group,
+// then each group by each duration (a week of jobs by task and state: 39 against 83 ms,
+// docs/performance.md). A question over more rows
 // (whole history) is answered in SQL, so that serve never holds all its durations, and pays for
 // the rows read first (5–10% of its time over a million jobs).
 const tallyRows = 200_000
@@ -117,16 +119,16 @@ func (b *Backend) tallyStats(ctx context.Context, s storage.StatsQuery, limit in
 	// pgtype's nullable types scan without the reflection and allocations of a pointer to
 	// pointer, which cost half of the time of a week's question.
 	tally := storage.NewStatsTally(s.GroupBy)
-	groupVals := make([]pgtype.Text, len(s.GroupBy))
+	scanned := make([]pgtype.Text, len(s.GroupBy))
 	values := make([]*string, len(s.GroupBy))
 	var bucket pgtype.Timestamp
 	var started, finished pgtype.Timestamptz
 	var created time.Time
 	var state string
 	var first bool
-	dest := make([]any, 0, len(groupVals)+6)
-	for i := range groupVals {
-		dest = append(dest, &groupVals[i])
+	dest := make([]any, 0, len(scanned)+6)
+	for i := range scanned {
+		dest = append(dest, &scanned[i])
 	}
 	if s.Bucket != storage.BucketNone {
 		dest = append(dest, &bucket)
@@ -134,20 +136,21 @@ func (b *Backend) tallyStats(ctx context.Context, s storage.StatsQuery, limit in
 	dest = append(dest, &first, &state, &created, &started, &finished)
 	n := 0
 	for rows.Next() {
-		if n++; n > limit {
-			return res, false, nil
+		n++
+		if n > limit {
+			return res, false, nil // LIMIT limit + 1: nothing is left to read
 		}
 		if err := rows.Scan(dest...); err != nil {
 			return res, false, interpretError(err)
 		}
-		for i, v := range groupVals {
+		for i, v := range scanned {
 			values[i] = nil
 			if v.Valid {
-				values[i] = &groupVals[i].String
+				values[i] = &scanned[i].String
 			}
 		}
-		tally.Add(values, validTime(bucket.Time, bucket.Valid), first, statemachine.State(state), created,
-			validTime(started.Time, started.Valid), validTime(finished.Time, finished.Valid))
+		tally.Add(values, validTime(&bucket.Time, bucket.Valid), first, statemachine.State(state), created,
+			validTime(&started.Time, started.Valid), validTime(&finished.Time, finished.Valid))
 	}
 	if err := rows.Err(); err != nil {
 		return res, false, interpretError(err)
@@ -155,12 +158,13 @@ func (b *Backend) tallyStats(ctx context.Context, s storage.StatsQuery, limit in
 	return tally.Result(), true, nil
 }
 
-// validTime is &t when valid, else nil.
-func validTime(t time.Time, valid bool) *time.Time {
+// validTime is t when valid, else nil. (t points into a scanned value, so that a row
+// allocates no time.)
+func validTime(t *time.Time, valid bool) *time.Time {
 	if !valid {
 		return nil
 	}
-	return &t
+	return t
 }
 
 // groupedStats counts and summarises durations in SQL: the groups, and in each the jobs counted
@@ -252,7 +256,7 @@ func statsSQL(s storage.StatsQuery) (string, []any) {
 // in any other state. date_part gives float8 directly: EXTRACT gives numeric, whose conversion
 // to float8 (through text) cost a third of a stats query reading its jobs from an index
 // (docs/performance.md). For an interval from subtracting timestamps it is the microseconds
-// within the day / 10^6 + the days × 86,400, in float8 (storage/sqlite's seconds does the same).
+// within the day / 10^6 + the days × 86,400, in float8 (storage.Seconds, with which Go measures them, does the same).
 var (
 	terminal   = "j.state IN ('" + strings.Join(sqlbuild.Terminal, "', '") + "')"
 	waitColumn = "CASE WHEN " + terminal + " THEN date_part('epoch', j.started_at - j.created_at) END AS wait"

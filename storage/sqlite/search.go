@@ -117,46 +117,52 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 		}
 		defer rows.Close()
 		ngroups := len(s.GroupBy)
-		vals := make([]sql.NullString, len(sqlbuild.GroupColumns(s)))
-		groupVals := make([]*string, ngroups)
+		scanned := make([]sql.NullString, len(sqlbuild.GroupColumns(s)))
+		values := make([]*string, ngroups)
+		buckets := map[string]*time.Time{} // a bucket's text parsed once
 		var state, created string
 		var started, finished sql.NullString
 		var first bool
-		dest := make([]any, 0, len(vals)+5)
-		for i := range vals {
-			dest = append(dest, &vals[i])
+		dest := make([]any, 0, len(scanned)+5)
+		for i := range scanned {
+			dest = append(dest, &scanned[i])
 		}
 		dest = append(dest, &first, &state, &created, &started, &finished)
 		for rows.Next() {
 			if err := rows.Scan(dest...); err != nil {
 				return err
 			}
-			for i := range groupVals {
-				groupVals[i] = nil
-				if vals[i].Valid {
-					groupVals[i] = &vals[i].String
+			for i := range values {
+				values[i] = nil
+				if scanned[i].Valid {
+					values[i] = &scanned[i].String
 				}
 			}
 			var bucket *time.Time
 			if s.Bucket != storage.BucketNone {
-				last := vals[ngroups]
-				if bucket, err = sqlbuild.ParseBucket(&last.String); err != nil {
+				text := scanned[ngroups].String
+				if bucket = buckets[text]; bucket == nil {
+					if bucket, err = sqlbuild.ParseBucket(&text); err != nil {
+						return err
+					}
+					buckets[text] = bucket
+				}
+			}
+			st := statemachine.State(state)
+			var createdAt time.Time
+			var startedAt, finishedAt *time.Time
+			if st.Terminal() { // the only jobs the tally measures: parse their times alone
+				if createdAt, err = parseTime(created); err != nil {
+					return err
+				}
+				if startedAt, err = parseNullTime(started); err != nil {
+					return err
+				}
+				if finishedAt, err = parseNullTime(finished); err != nil {
 					return err
 				}
 			}
-			createdAt, err := parseTime(created)
-			if err != nil {
-				return err
-			}
-			startedAt, err := parseNullTime(started)
-			if err != nil {
-				return err
-			}
-			finishedAt, err := parseNullTime(finished)
-			if err != nil {
-				return err
-			}
-			tally.Add(groupVals, bucket, first, statemachine.State(state), createdAt, startedAt, finishedAt)
+			tally.Add(values, bucket, first, st, createdAt, startedAt, finishedAt)
 		}
 		return rows.Err()
 	})
@@ -164,13 +170,4 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 		return storage.StatsResult{}, fmt.Errorf("stats: %w", interpretError(err))
 	}
 	return tally.Result(), nil
-}
-
-func firstError(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
