@@ -35,7 +35,8 @@ func TestSummariseSelectsAsSortingWould(t *testing.T) {
 	}
 }
 
-// randomDurations is n durations from distinct values in [0, distinct) seconds, to a microsecond.
+// randomDurations is n durations in [0, distinct) seconds: to a microsecond, or whole seconds
+// (few distinct values, many equal) when distinct is under 10.
 func randomDurations(r *rand.Rand, n int, distinct float64) []float64 {
 	xs := make([]float64, n)
 	for i := range xs {

@@ -93,9 +93,9 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 // job until the answer (3.2 MB, up to twice that while its slices grow). Counting in Go takes
 // half the time of PostgreSQL's GROUP BY with percentile_disc, which sorts the rows by group,
 // then each group by each duration (a week of jobs by task and state: 39 against 83 ms,
-// docs/performance.md). A question over more rows
-// (whole history) is answered in SQL, so that serve never holds all its durations, and pays for
-// the rows read first (5–10% of its time over a million jobs).
+// docs/performance.md). A question over more rows (whole history) is answered in SQL, so that
+// serve never holds all its durations, and pays for the rows read first (5–10% of its time over
+// a million jobs).
 const tallyRows = 200_000
 
 // tallySQL is the statement of tallyStats: Grouped's rows with each job's state and times (Go

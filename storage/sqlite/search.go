@@ -148,21 +148,19 @@ func (b *Backend) Stats(ctx context.Context, s storage.StatsQuery) (storage.Stat
 					buckets[text] = bucket
 				}
 			}
-			st := statemachine.State(state)
-			var createdAt time.Time
-			var startedAt, finishedAt *time.Time
-			if st.Terminal() { // the only jobs the tally measures: parse their times alone
-				if createdAt, err = parseTime(created); err != nil {
-					return err
-				}
-				if startedAt, err = parseNullTime(started); err != nil {
-					return err
-				}
-				if finishedAt, err = parseNullTime(finished); err != nil {
-					return err
-				}
+			createdAt, err := parseTime(created)
+			if err != nil {
+				return err
 			}
-			tally.Add(values, bucket, first, st, createdAt, startedAt, finishedAt)
+			startedAt, err := parseNullTime(started)
+			if err != nil {
+				return err
+			}
+			finishedAt, err := parseNullTime(finished)
+			if err != nil {
+				return err
+			}
+			tally.Add(values, bucket, first, statemachine.State(state), createdAt, startedAt, finishedAt)
 		}
 		return rows.Err()
 	})
